@@ -1,0 +1,45 @@
+# kdgate: two commands set everything up -- `make demo` and `make test`.
+# Both create or reuse .venv and install what they need; re-running is cheap (stamp file).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The stamp changes when pyproject.toml does, so an edited dependency list re-installs.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: venv system-deps demo test test-fast clean help
+
+help:
+	@echo "make demo       distil an MNIST-1D student end to end (report in $(DEMO_OUT))"
+	@echo "make test       install test dependencies and run the whole test suite"
+	@echo "make test-fast  unit tests only (no Ray, no servers)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# System packages the tests need, installed once (idempotent: skipped when present).
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus (tests scrape the real gateway)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+demo: venv
+	$(VENV)/bin/kdgate distill distill/configs/mnist1d.yaml --out $(DEMO_OUT)
+
+# pytest exits 5 when it collected nothing; that is not a failure of the suite.
+test: venv system-deps
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+test-fast: venv
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs .pytest_cache .kdgate-cache

@@ -1,0 +1,1 @@
+"""distill: train, evaluate and export a distilled student."""

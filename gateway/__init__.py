@@ -1,0 +1,1 @@
+"""gateway: Ray Serve application routing traffic between teacher and student."""
