@@ -1,0 +1,313 @@
+"""The gateway config: one pydantic model, validated once at the edge.
+
+The same document is the Ray Serve ``user_config`` of the gateway deployment, so a
+``serve deploy`` of an edited deployments file or an admin-API call changes it at run
+time; :func:`load_gateway_config` rejects a bad change with a message naming each bad
+field, and the previous config stays in force.
+
+Example::
+
+    cfg = load_gateway_config("deployments/local.yaml")   # or a dict
+    cfg.routing.weights                                   # {"teacher": 95.0, "student": 5.0}
+    cfg2 = cfg.with_weights({"teacher": 90, "student": 10})
+    diff_config(cfg, cfg2)        # ["routing.weights.student: 5.0 -> 10.0", ...]
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from gateway.core.errors import GatewayConfigError
+from gateway.core.rollout_spec import RolloutSpec
+
+WEIGHT_STEP = 0.1  # percent: the split's granularity
+_WEIGHT_TOLERANCE = 1e-6
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _raise_field_problems(problems: list[tuple[str, str]]) -> None:
+    """Raise a pydantic error that carries ``(relative.path, problem)`` pairs.
+
+    A model validator's error is located at the model itself; the pairs name the field
+    inside it so :func:`load_gateway_config` can report ``full.path: problem``.
+    """
+    if problems:
+        summary = "; ".join(f"{path}: {problem}" for path, problem in problems)
+        raise PydanticCustomError(
+            "invalid_fields", "{summary}", {"summary": summary, "problems": [list(p) for p in problems]}
+        )
+
+
+class TritonTarget(_Strict):
+    """Where a ``triton`` backend's model lives."""
+
+    url: str = Field(description="host:port of the Triton server, e.g. 127.0.0.1:8000 (HTTP) or :8001 (gRPC).")
+    protocol: Literal["http", "grpc"] = Field("http", description="Client protocol tritonclient uses.")
+    model_name: str = Field(description="Model name in the Triton model repository.")
+    model_version: str = Field("", description="Model version; empty string = Triton's latest.")
+
+
+class BatchingConfig(_Strict):
+    """Dynamic batching in front of one backend (Ray Serve @serve.batch)."""
+
+    enabled: bool = Field(False, description="Batch concurrent requests to this backend.")
+    max_batch_size: int = Field(32, gt=0, description="Most requests in one batch.")
+    wait_timeout_s: float = Field(0.002, ge=0, description="Longest wait for a batch to fill, seconds.")
+
+
+class VariantConfig(_Strict):
+    """One model the gateway can route to: the teacher or a student."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Variant name used in weights, headers and metrics.")
+    role: Literal["teacher", "student"] = Field(description="Exactly one teacher; one or more students.")
+    backend: Literal["onnx", "triton", "torch"] = Field(
+        description="onnx: ONNX Runtime in the replica; triton: remote Triton server; torch: TorchScript file."
+    )
+    model_path: str | None = Field(None, description="Model file (.onnx or TorchScript .pt); onnx/torch only.")
+    manifest_path: str | None = Field(None, description="manifest.json written by `kdgate distill` (drift reference).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is present.")
+    colocated: bool = Field(False, description="Serve this onnx student in-process in the ingress replica (no hop).")
+    triton: TritonTarget | None = Field(None, description="Triton target; required when backend is triton.")
+    timeout_s: float = Field(1.0, gt=0, description="A slower answer counts as a failure (student: fall back).")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching options.")
+    usd_per_hour: float = Field(0.0, ge=0, description="Provisioned cost of one replica, USD per hour.")
+    version: str = Field("1", description="Model version reported to clients and in metrics.")
+
+    @model_validator(mode="after")
+    def _backend_needs_its_target(self) -> VariantConfig:
+        problems: list[tuple[str, str]] = []
+        if self.backend in ("onnx", "torch") and not self.model_path:
+            problems.append(("model_path", f"required when backend is {self.backend}"))
+        if self.backend == "triton" and self.triton is None:
+            problems.append(("triton", "required when backend is triton (url, model_name)"))
+        if self.colocated and (self.backend != "onnx" or self.role != "student"):
+            problems.append(("colocated", "only an onnx student can run in the ingress replica"))
+        _raise_field_problems(problems)
+        return self
+
+
+class RoutingConfig(_Strict):
+    """The traffic split and how a request picks its variant."""
+
+    weights: dict[str, float] = Field(
+        description="Percent of traffic per variant name, multiples of 0.1, summing to 100; missing = 0."
+    )
+    sticky_header: str | None = Field(
+        "x-user-id", description="Header whose value pins a user to a variant (consistent hashing); null = off."
+    )
+    allow_force: bool = Field(False, description="Honour force_header (QA); keep off in production.")
+    force_header: str = Field("x-kdgate-force-variant", description="Header naming the variant to force.")
+
+    @model_validator(mode="after")
+    def _weights_are_a_split(self) -> RoutingConfig:
+        problems = [(f"weights.{name}", p) for name, w in self.weights.items() if (p := _weight_problem(w))]
+        total = sum(self.weights.values())
+        if not problems and abs(total - 100.0) > _WEIGHT_TOLERANCE:
+            problems.append(("weights", f"must sum to 100, got {total:g}"))
+        _raise_field_problems(problems)
+        return self
+
+
+def _weight_problem(weight: float) -> str | None:
+    if not math.isfinite(weight) or not 0.0 <= weight <= 100.0:
+        return f"must be between 0 and 100, got {weight:g}"
+    steps = weight / WEIGHT_STEP
+    if abs(steps - round(steps)) > _WEIGHT_TOLERANCE:
+        return f"must be a multiple of {WEIGHT_STEP:g} percent, got {weight:g}"
+    return None
+
+
+class ShadowConfig(_Strict):
+    """Background comparison traffic (the caller never waits for it)."""
+
+    fraction: float = Field(0.0, ge=0, le=1, description="Share of teacher-served requests also sent to a student.")
+    canary_compare_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of student-served requests also answered by the teacher (compared)."
+    )
+    queue_size: int = Field(64, gt=0, description="Bounded shadow queue; work beyond it is dropped and counted.")
+    timeout_s: float = Field(2.0, gt=0, description="A shadow answer later than this is dropped.")
+    regression_tolerance: float = Field(
+        0.1, ge=0, description="Regression: pairs with absolute error above this disagree."
+    )
+    embedding_min_cosine: float = Field(
+        0.95, ge=-1, le=1, description="Embeddings: pairs with cosine similarity below this disagree."
+    )
+
+
+class LimitsConfig(_Strict):
+    """Request limits; beyond them the gateway answers 413."""
+
+    max_batch_rows: int = Field(256, gt=0, description="Most rows in one inference request.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body, bytes.")
+
+
+class CaptureConfig(_Strict):
+    """Where disagreeing pairs go (the loop back to distillation)."""
+
+    enabled: bool = Field(True, description="Capture disagreeing teacher/student pairs.")
+    dir: str = Field("kdgate-capture", description="Directory of the rotating .npz segments.")
+    max_bytes: int = Field(256 * 1024 * 1024, gt=0, description="Disk bound; oldest segments are deleted past it.")
+    segment_rows: int = Field(256, gt=0, description="Rows buffered in memory per segment file.")
+
+
+class AdminConfig(_Strict):
+    """Admin API authentication: a bearer token from an env var or a file (a Secret)."""
+
+    token_env: str = Field("KDGATE_ADMIN_TOKEN", description="Environment variable holding the token.")
+    token_file: str | None = Field(None, description="File holding the token (wins over token_env when set).")
+
+
+class GatewayConfig(_Strict):
+    """The whole gateway config (= the Ray Serve ``user_config`` of the gateway)."""
+
+    model_name: str = Field(pattern=_NAME_PATTERN, description="Name clients use: /v2/models/{model_name}/infer.")
+    task: Literal["classification", "regression", "embedding"] = Field(
+        "classification", description="Output kind; picks how teacher and student answers are compared."
+    )
+    variants: list[VariantConfig] = Field(description="Exactly one teacher and at least one student.")
+    routing: RoutingConfig = Field(description="Traffic split, sticky users and forcing.")
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Shadow comparison traffic.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request size limits.")
+    capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Disagreement capture store.")
+    admin: AdminConfig = Field(default_factory=AdminConfig, description="Admin API authentication.")
+    audit_log: str = Field("kdgate-audit.jsonl", description="Path of the JSON-lines audit log.")
+    rollout: RolloutSpec | None = Field(None, description="Automated rollout policy; null = manual split.")
+
+    @model_validator(mode="after")
+    def _variants_fit_together(self) -> GatewayConfig:
+        problems: list[tuple[str, str]] = []
+        names = [v.name for v in self.variants]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(("variants", f"duplicate variant name {name!r}"))
+        roles = [v.role for v in self.variants]
+        if roles.count("teacher") != 1:
+            problems.append(("variants", f"need exactly one teacher, got {roles.count('teacher')}"))
+        if roles.count("student") < 1:
+            problems.append(("variants", "need at least one student"))
+        for name in self.routing.weights:
+            if name not in names:
+                problems.append((f"routing.weights.{name}", f"no such variant (variants: {', '.join(names)})"))
+        _raise_field_problems(problems)
+        return self
+
+    @property
+    def teacher(self) -> VariantConfig:
+        """The one teacher variant."""
+        return next(v for v in self.variants if v.role == "teacher")
+
+    @property
+    def students(self) -> list[VariantConfig]:
+        """The student variants, in config order."""
+        return [v for v in self.variants if v.role == "student"]
+
+    def variant(self, name: str) -> VariantConfig:
+        """The variant called ``name`` (KeyError when there is none)."""
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def effective_weights(self) -> dict[str, float]:
+        """Weight per variant, every variant present (unlisted ones get 0)."""
+        return {v.name: float(self.routing.weights.get(v.name, 0.0)) for v in self.variants}
+
+    def with_weights(self, weights: Mapping[str, float]) -> GatewayConfig:
+        """A validated copy with a new split (raises GatewayConfigError)."""
+        data = self.model_dump(mode="json")
+        data["routing"]["weights"] = dict(weights)
+        return load_gateway_config(data)
+
+
+def config_json_schema() -> dict:
+    """JSON Schema of the gateway config, generated from the model (for YAML editors)."""
+    return GatewayConfig.model_json_schema()
+
+
+def load_gateway_config(source: str | pathlib.Path | Mapping[str, Any]) -> GatewayConfig:
+    """Validate a gateway config from a YAML file path or a dict.
+
+    A deployments file (``applications: [{args/user_config: ...}]``) is not unwrapped
+    here; pass the gateway section. Raises :class:`GatewayConfigError` whose message has
+    one ``field.path: problem`` line per bad field.
+
+    >>> load_gateway_config({"model_name": "m"})  # doctest: +SKIP
+    GatewayConfigError: invalid gateway config:
+    variants: field required
+    routing: field required
+    """
+    data = _read_source(source)
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as err:
+        raise GatewayConfigError(_problems_of(err)) from err
+
+
+def _read_source(source: str | pathlib.Path | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(source, Mapping):
+        return source
+    path = pathlib.Path(source)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise GatewayConfigError([("", f"cannot read {path}: {err.strerror or err}")]) from err
+    except yaml.YAMLError as err:
+        raise GatewayConfigError([("", f"{path} is not valid YAML: {err}")]) from err
+    if not isinstance(data, Mapping):
+        raise GatewayConfigError([("", f"{path} must hold a mapping, got {type(data).__name__}")])
+    return data
+
+
+def _problems_of(err: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for e in err.errors():
+        base = ".".join(str(part) for part in e["loc"])
+        if e["type"] == "invalid_fields":
+            for sub, problem in e["ctx"]["problems"]:
+                problems.append((".".join(p for p in (base, sub) if p), problem))
+        elif e["type"] == "extra_forbidden":
+            problems.append((base, "unknown field"))
+        else:
+            problems.append((base, e["msg"]))
+    return problems
+
+
+def diff_config(old: GatewayConfig, new: GatewayConfig) -> list[str]:
+    """Human-readable changes between two configs, for the audit log.
+
+    Variants are keyed by name, so reordering them is no change.
+
+    >>> diff_config(cfg, cfg.with_weights({"teacher": 90, "student": 10}))  # doctest: +SKIP
+    ['routing.weights.student: 5.0 -> 10.0', 'routing.weights.teacher: 95.0 -> 90.0']
+    """
+    before, after = _flatten(_keyed(old)), _flatten(_keyed(new))
+    changes = []
+    for path in sorted(before.keys() | after.keys()):
+        a, b = before.get(path, "<absent>"), after.get(path, "<absent>")
+        if a != b:
+            changes.append(f"{path}: {a} -> {b}")
+    return changes
+
+
+def _keyed(cfg: GatewayConfig) -> dict:
+    data = cfg.model_dump(mode="json")
+    data["variants"] = {v["name"]: v for v in data["variants"]}
+    return data
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
