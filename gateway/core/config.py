@@ -197,8 +197,26 @@ class GatewayConfig(_Strict):
         for name in self.routing.weights:
             if name not in names:
                 problems.append((f"routing.weights.{name}", f"no such variant (variants: {', '.join(names)})"))
+        problems += self._rollout_problems()
         _raise_field_problems(problems)
         return self
+
+    def _rollout_problems(self) -> list[tuple[str, str]]:
+        if self.rollout is None:
+            return []
+        students = [v.name for v in self.variants if v.role == "student"]
+        if self.rollout.student is None and len(students) > 1:
+            return [("rollout.student", f"required with more than one student ({', '.join(students)})")]
+        if self.rollout.student is not None and self.rollout.student not in students:
+            return [("rollout.student", f"no such student {self.rollout.student!r} (students: {', '.join(students)})")]
+        return []
+
+    @property
+    def rollout_student(self) -> str | None:
+        """The student the rollout moves traffic to (None without a rollout policy)."""
+        if self.rollout is None:
+            return None
+        return self.rollout.student or self.students[0].name
 
     @property
     def teacher(self) -> VariantConfig:

@@ -163,3 +163,11 @@ def test_json_schema_is_generated_from_the_model():
     assert set(schema["required"]) >= {"model_name", "variants", "routing"}
     assert schema["additionalProperties"] is False
     assert "description" in schema["properties"]["audit_log"]
+
+
+def test_rollout_student_must_be_a_student():
+    assert load_gateway_config(_with(rollout={"steps": ["shadow", 5, 100]})).rollout_student == "student"
+    assert "rollout.student: no such student 'teacher'" in _problems(_with(rollout={"student": "teacher"}))
+    three = _with(rollout={})
+    three["variants"].append({"name": "s2", "role": "student", "backend": "onnx", "model_path": "s2.onnx"})
+    assert "rollout.student: required with more than one student" in _problems(three)
