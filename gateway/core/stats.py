@@ -1,0 +1,278 @@
+"""In-process aggregates of live traffic: the embedded observation source.
+
+Each gateway replica keeps one :class:`WindowStats`; the rollout controller merges the
+replicas' snapshots (:func:`merge_snapshots`) and subtracts an earlier reading to get a
+window. Every number in a snapshot is additive (counts and sums, no means or maxima),
+so snapshots add across replicas and subtract across time.
+
+Snapshot layout (plain JSON)::
+
+    {"format": 1, "started_at": t0, "taken_at": t1, "replicas": 1,
+     "latency_upper_bounds_s": LATENCY_BUCKETS_S,   # counts have one more slot: > 5 s
+     "variants": {name: {
+         "requests": {route: n}, "errors": {route: n}, "inferences": {route: rows},
+         "latency_counts": {route: [n per bucket]}, "latency_sum_s": {route: s},
+         "busy_s": s, "fallbacks": n, "shadow_drops": n,
+         "class_counts": [n per predicted class], "input_bins": [[n per bin] per feature]}},
+     "comparisons": {teacher: {student: {"compared": n, "agreements": n, "kl_sum": x,
+         "js_distance_sum": x, "max_prob_gap_sum": x, "abs_error_sum": x, "cosine_sum": x}}}}
+
+Example::
+
+    stats = WindowStats(input_edges=manifest["reference"]["inputs"]["edges"])
+    stats.record_request("student", PRIMARY, latency_s=0.004, ok=True, rows=8)
+    stats.quantile("student", PRIMARY, 0.99)
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.core.compare import Comparison
+from gateway.core.errors import GatewayError
+
+PRIMARY, SHADOW = "primary", "shadow"
+SNAPSHOT_FORMAT = 1
+
+
+def _log_buckets(low_s: float, high_s: float, per_decade: int) -> tuple[float, ...]:
+    """Log-spaced bounds from ``low_s`` to ``high_s`` (both included), 3 significant digits."""
+    steps = math.ceil(per_decade * math.log10(high_s / low_s))
+    bounds = {float(f"{low_s * 10 ** (k / per_decade):.3g}") for k in range(steps)}
+    return tuple(sorted(bounds | {high_s}))
+
+
+# Upper bounds (seconds) of the latency histogram, shared with the Prometheus histogram:
+# 10 per decade from 1 ms to 5 s, i.e. edges about 26 % apart: a quantile is pinned to
+# within one such bucket, and interpolation inside the bucket usually does much better.
+LATENCY_BUCKETS_S: tuple[float, ...] = _log_buckets(0.001, 5.0, 10)
+
+_COMPARISON_FIELDS = {
+    "kl_sum": "kl", "js_distance_sum": "js_distance", "max_prob_gap_sum": "max_prob_gap",
+    "abs_error_sum": "abs_error", "cosine_sum": "cosine",
+}
+
+
+def histogram_quantile(counts: Sequence[float], q: float,
+                       upper_bounds: Sequence[float] = LATENCY_BUCKETS_S) -> float | None:
+    """Quantile ``q`` of a latency histogram, interpolating inside the bucket.
+
+    ``counts`` has one slot per bound plus an overflow slot; a quantile in the overflow
+    slot is reported as the largest bound (as Prometheus does). Empty -> None.
+
+    >>> histogram_quantile([0, 10, 0], 0.5, upper_bounds=[0.001, 0.002])
+    0.0015
+    """
+    total = float(sum(counts))
+    if total <= 0:
+        return None
+    rank, seen, lower = q * total, 0.0, 0.0
+    for bound, count in zip(upper_bounds, counts):
+        if count > 0 and seen + count >= rank:
+            return lower + (bound - lower) * (rank - seen) / count
+        seen += count
+        lower = bound
+    return float(upper_bounds[-1])
+
+
+def input_edges_from_manifest(manifest: Mapping[str, Any]) -> list[list[float]] | None:
+    """The per-feature reference bin edges of a distill ``manifest.json`` (None if absent)."""
+    edges = manifest.get("reference", {}).get("inputs", {}).get("edges")
+    return [list(map(float, e)) for e in edges] if edges else None
+
+
+class WindowStats:
+    """Thread-safe cumulative counters of one replica since start or :meth:`reset`."""
+
+    def __init__(self, *, input_edges: Sequence[Sequence[float]] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._edges = [np.asarray(e, dtype=np.float64) for e in input_edges] if input_edges else None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything; the window starts now."""
+        with self._lock:
+            self._started_at = self._clock()
+            self._variants: dict[str, dict[str, Any]] = {}
+            self._comparisons: dict[str, dict[str, dict[str, float]]] = {}
+
+    def set_input_edges(self, input_edges: Sequence[Sequence[float]] | None) -> None:
+        """New reference edges (after a reconfigure); input bins start over."""
+        with self._lock:
+            self._edges = [np.asarray(e, dtype=np.float64) for e in input_edges] if input_edges else None
+            for entry in self._variants.values():
+                entry["input_bins"] = []
+
+    def _variant(self, name: str) -> dict[str, Any]:
+        entry = self._variants.get(name)
+        if entry is None:
+            entry = self._variants[name] = {
+                "requests": {}, "errors": {}, "inferences": {}, "latency_counts": {}, "latency_sum_s": {},
+                "busy_s": 0.0, "fallbacks": 0, "shadow_drops": 0, "class_counts": [], "input_bins": [],
+            }
+        return entry
+
+    def record_request(self, variant: str, route: str, latency_s: float, ok: bool, rows: int) -> None:
+        """One request answered (or failed) by ``variant`` on ``route`` (primary|shadow)."""
+        slot = bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)  # Prometheus "le": value <= bound
+        with self._lock:
+            entry = self._variant(variant)
+            counts = entry["latency_counts"].setdefault(route, [0] * (len(LATENCY_BUCKETS_S) + 1))
+            counts[slot] += 1
+            _add(entry["latency_sum_s"], route, float(latency_s))
+            _add(entry["requests"], route, 1)
+            _add(entry["errors"], route, 0 if ok else 1)
+            _add(entry["inferences"], route, int(rows) if ok else 0)
+
+    def record_busy(self, variant: str, seconds: float) -> None:
+        """Seconds a backend spent computing (once per batch, not per request), for cost."""
+        with self._lock:
+            self._variant(variant)["busy_s"] += float(seconds)
+
+    def record_fallback(self, variant: str) -> None:
+        """``variant`` failed or timed out and the teacher answered instead."""
+        with self._lock:
+            self._variant(variant)["fallbacks"] += 1
+
+    def record_shadow_drop(self, variant: str) -> None:
+        """Shadow work for ``variant`` was dropped (queue full or too late)."""
+        with self._lock:
+            self._variant(variant)["shadow_drops"] += 1
+
+    def record_comparison(self, teacher_variant: str, student_variant: str, comps: Sequence[Comparison]) -> None:
+        """Compared pairs of one request; fields that do not apply (None) add nothing."""
+        if not comps:
+            return
+        sums = {key: sum(getattr(c, attr) or 0.0 for c in comps) for key, attr in _COMPARISON_FIELDS.items()}
+        with self._lock:
+            pair = self._comparisons.setdefault(teacher_variant, {}).setdefault(student_variant, {})
+            _add(pair, "compared", len(comps))
+            _add(pair, "agreements", sum(1 for c in comps if c.agree))
+            for key, value in sums.items():
+                _add(pair, key, float(value))
+
+    def record_outputs(self, variant: str, predicted_classes: np.ndarray) -> None:
+        """Predicted classes (argmax) ``variant`` answered with, for output drift."""
+        classes = np.asarray(predicted_classes, dtype=np.int64).ravel()
+        if classes.size == 0:
+            return
+        if classes.min() < 0:
+            raise GatewayError(f"record_outputs: negative class index {int(classes.min())}")
+        counts = np.bincount(classes)
+        with self._lock:
+            entry = self._variant(variant)
+            entry["class_counts"] = _add_lists(entry["class_counts"], counts.tolist())
+
+    def record_inputs(self, variant: str, x: np.ndarray) -> None:
+        """Bin each flattened feature of ``x`` ``[rows, *features]`` with the reference edges."""
+        if self._edges is None:
+            return
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if flat.shape[1] != len(self._edges):
+            raise GatewayError(f"record_inputs: {flat.shape[1]} features, reference edges have {len(self._edges)}")
+        bins = [np.bincount(np.digitize(flat[:, f], e), minlength=len(e) + 1).tolist()
+                for f, e in enumerate(self._edges)]
+        with self._lock:
+            entry = self._variant(variant)
+            entry["input_bins"] = _add_lists(entry["input_bins"], bins)
+
+    def quantile(self, variant: str, route: str, q: float) -> float | None:
+        """Latency quantile of one variant and route so far (None without requests)."""
+        with self._lock:
+            counts = list(self._variants.get(variant, {}).get("latency_counts", {}).get(route, []))
+        return histogram_quantile(counts, q)
+
+    def snapshot(self) -> dict:
+        """A JSON-able copy of every counter (see the module docstring for the layout)."""
+        with self._lock:
+            return {
+                "format": SNAPSHOT_FORMAT, "started_at": self._started_at, "taken_at": self._clock(),
+                "replicas": 1, "latency_upper_bounds_s": list(LATENCY_BUCKETS_S),
+                "variants": _deep_copy(self._variants), "comparisons": _deep_copy(self._comparisons),
+            }
+
+
+def _add(counter: dict[str, Any], key: str, value: float) -> None:
+    counter[key] = counter.get(key, 0) + value
+
+
+def _add_lists(a: list, b: list) -> list:
+    """Element-wise sum of (nested) lists; the shorter one is padded with zeros."""
+    if len(a) < len(b):
+        a, b = b, a
+    out = [_add_values(x, y) for x, y in zip(a, b)]
+    return out + _deep_copy(a[len(b):])
+
+
+def _add_values(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        out = _deep_copy(a)
+        for key, value in b.items():
+            out[key] = _add_values(out[key], value) if key in out else _deep_copy(value)
+        return out
+    if isinstance(a, list):
+        return _add_lists(a, b)
+    return a + b
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def merge_snapshots(snapshots: Sequence[Mapping[str, Any]]) -> dict:
+    """Sum the snapshots of several replicas into one (same layout, ``replicas`` = n).
+
+    >>> merge_snapshots([a.snapshot(), b.snapshot()])["replicas"]  # doctest: +SKIP
+    2
+    """
+    if not snapshots:
+        raise GatewayError("merge_snapshots: no snapshots")
+    bounds = snapshots[0]["latency_upper_bounds_s"]
+    if any(s["latency_upper_bounds_s"] != bounds for s in snapshots):
+        raise GatewayError("merge_snapshots: replicas use different latency buckets")
+    merged = {"variants": {}, "comparisons": {}}
+    for snap in snapshots:
+        merged = _add_values(merged, {"variants": snap["variants"], "comparisons": snap["comparisons"]})
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "started_at": min(s["started_at"] for s in snapshots),
+        "taken_at": max(s["taken_at"] for s in snapshots),
+        "replicas": sum(s.get("replicas", 1) for s in snapshots),
+        "latency_upper_bounds_s": list(bounds),
+        **merged,
+    }
+
+
+def cost_per_inference(snapshot: Mapping[str, Any], variant: str, usd_per_hour: float,
+                       replicas: int = 1) -> dict[str, float | None]:
+    """Cost per request of ``variant`` over the snapshot's window, two ways.
+
+    ``provisioned_usd``: ``usd_per_hour x replicas x window hours / requests`` (what the
+    fleet costs whether busy or not); ``busy_usd``: ``busy seconds x price / requests``
+    (what the work itself costs). None when the variant had no successful requests.
+
+    >>> cost_per_inference(snap, "student", usd_per_hour=0.36)  # doctest: +SKIP
+    {'provisioned_usd': 1.2e-06, 'busy_usd': 4e-07, 'requests': 1000}
+    """
+    entry = snapshot["variants"].get(variant, {})
+    ok = sum(entry.get("requests", {}).values()) - sum(entry.get("errors", {}).values())
+    window_h = max(0.0, snapshot["taken_at"] - snapshot["started_at"]) / 3600.0
+    if ok <= 0:
+        return {"provisioned_usd": None, "busy_usd": None, "requests": 0}
+    return {
+        "provisioned_usd": usd_per_hour * replicas * window_h / ok,
+        "busy_usd": entry.get("busy_s", 0.0) * usd_per_hour / 3600.0 / ok,
+        "requests": ok,
+    }

@@ -1,0 +1,168 @@
+"""WindowStats: counters, latency quantiles, comparisons, drift bins, merge, cost."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gateway.core.compare import Comparison, compare_classification
+from gateway.core.errors import GatewayError
+from gateway.core.stats import (
+    LATENCY_BUCKETS_S,
+    PRIMARY,
+    SHADOW,
+    WindowStats,
+    cost_per_inference,
+    histogram_quantile,
+    input_edges_from_manifest,
+    merge_snapshots,
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_buckets_span_1ms_to_5s_about_ten_per_decade():
+    assert LATENCY_BUCKETS_S[0] == 0.001 and LATENCY_BUCKETS_S[-1] == 5.0
+    assert list(LATENCY_BUCKETS_S) == sorted(set(LATENCY_BUCKETS_S))
+    ratios = [b / a for a, b in zip(LATENCY_BUCKETS_S, LATENCY_BUCKETS_S[1:])]
+    assert max(ratios) < 1.3
+    assert 9 <= sum(1 for b in LATENCY_BUCKETS_S if 0.01 <= b < 0.1) <= 11
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
+def test_quantile_from_histogram_is_close_to_exact(q):
+    rng = np.random.default_rng(1)
+    latencies = rng.lognormal(mean=math.log(0.01), sigma=0.8, size=20_000)
+    stats = WindowStats(clock=FakeClock())
+    for lat in latencies:
+        stats.record_request("student", PRIMARY, float(lat), ok=True, rows=1)
+    estimate = stats.quantile("student", PRIMARY, q)
+    exact = float(np.quantile(latencies, q))
+    assert abs(estimate - exact) / exact < 0.1  # well inside one 26 % bucket
+
+
+def test_histogram_quantile_edges():
+    assert histogram_quantile([0, 0, 0], 0.5, upper_bounds=[0.001, 0.002]) is None
+    assert histogram_quantile([0, 0, 4], 0.99, upper_bounds=[0.001, 0.002]) == 0.002  # overflow slot
+    assert histogram_quantile([4, 0, 0], 0.5, upper_bounds=[0.001, 0.002]) == pytest.approx(0.0005)
+
+
+def test_requests_errors_rows_by_variant_and_route():
+    stats = WindowStats(clock=FakeClock())
+    stats.record_request("student", PRIMARY, 0.003, ok=True, rows=8)
+    stats.record_request("student", PRIMARY, 0.5, ok=False, rows=8)
+    stats.record_request("teacher", SHADOW, 0.02, ok=True, rows=8)
+    stats.record_fallback("student")
+    stats.record_shadow_drop("teacher")
+    stats.record_busy("student", 0.002)
+    student = stats.snapshot()["variants"]["student"]
+    assert student["requests"] == {PRIMARY: 2}
+    assert student["errors"] == {PRIMARY: 1}
+    assert student["inferences"] == {PRIMARY: 8}
+    assert sum(student["latency_counts"][PRIMARY]) == 2
+    assert len(student["latency_counts"][PRIMARY]) == len(LATENCY_BUCKETS_S) + 1
+    assert student["latency_sum_s"][PRIMARY] == pytest.approx(0.503)
+    assert (student["fallbacks"], student["busy_s"]) == (1, pytest.approx(0.002))
+    teacher = stats.snapshot()["variants"]["teacher"]
+    assert teacher["requests"] == {SHADOW: 1} and teacher["shadow_drops"] == 1
+
+
+def test_latency_on_a_bound_lands_in_that_bucket():
+    stats = WindowStats(clock=FakeClock())
+    stats.record_request("s", PRIMARY, 0.001, ok=True, rows=1)
+    stats.record_request("s", PRIMARY, 99.0, ok=True, rows=1)
+    counts = stats.snapshot()["variants"]["s"]["latency_counts"][PRIMARY]
+    assert counts[0] == 1 and counts[-1] == 1
+
+
+def test_comparisons_accumulate_sums():
+    stats = WindowStats(clock=FakeClock())
+    t = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    s = np.array([[2.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
+    comps = compare_classification(t, s)
+    stats.record_comparison("teacher", "student", comps)
+    stats.record_comparison("teacher", "student", [Comparison(agree=True, abs_error=0.5)])
+    pair = stats.snapshot()["comparisons"]["teacher"]["student"]
+    assert (pair["compared"], pair["agreements"]) == (4, 3)
+    assert pair["kl_sum"] == pytest.approx(sum(c.kl for c in comps))
+    assert pair["abs_error_sum"] == pytest.approx(0.5)
+
+
+def test_outputs_and_inputs_are_binned():
+    manifest = {"reference": {"inputs": {"edges": [[0.0, 1.0], [10.0]]}}}
+    edges = input_edges_from_manifest(manifest)
+    stats = WindowStats(input_edges=edges, clock=FakeClock())
+    stats.record_inputs("student", np.array([[-1.0, 5.0], [0.5, 20.0], [3.0, 10.0]]))
+    stats.record_outputs("student", np.array([2, 2, 0]))
+    stats.record_outputs("student", np.array([4]))
+    entry = stats.snapshot()["variants"]["student"]
+    # digitize: feature 0 -> bins 0, 1, 2; feature 1 -> 0, 1, 1 (10.0 is not below edge 10.0)
+    assert entry["input_bins"] == [[1, 1, 1], [1, 2]]
+    assert entry["class_counts"] == [1, 0, 2, 0, 1]
+    with pytest.raises(GatewayError, match="3 features"):
+        stats.record_inputs("student", np.zeros((1, 3)))
+    assert input_edges_from_manifest({}) is None
+
+
+def test_snapshot_is_json_and_a_copy():
+    stats = WindowStats(clock=FakeClock())
+    stats.record_request("s", PRIMARY, 0.01, ok=True, rows=1)
+    snap = stats.snapshot()
+    json.dumps(snap)
+    stats.record_request("s", PRIMARY, 0.01, ok=True, rows=1)
+    assert snap["variants"]["s"]["requests"][PRIMARY] == 1
+
+
+def test_reset_starts_a_new_window():
+    clock = FakeClock(100.0)
+    stats = WindowStats(clock=clock)
+    stats.record_request("s", PRIMARY, 0.01, ok=True, rows=1)
+    clock.now = 160.0
+    stats.reset()
+    snap = stats.snapshot()
+    assert snap["variants"] == {} and snap["started_at"] == 160.0
+
+
+def test_merge_snapshots_sums_replicas():
+    clock = FakeClock(100.0)
+    a, b = WindowStats(clock=clock), WindowStats(clock=clock)
+    a.record_request("student", PRIMARY, 0.004, ok=True, rows=2)
+    b.record_request("student", PRIMARY, 0.004, ok=False, rows=2)
+    b.record_request("teacher", SHADOW, 0.02, ok=True, rows=2)
+    a.record_outputs("student", np.array([1]))
+    b.record_outputs("student", np.array([3]))
+    a.record_comparison("teacher", "student", [Comparison(agree=True, kl=0.1)])
+    b.record_comparison("teacher", "student", [Comparison(agree=False, kl=0.3)])
+    clock.now = 130.0
+    merged = merge_snapshots([a.snapshot(), b.snapshot()])
+    assert merged["replicas"] == 2 and merged["taken_at"] == 130.0
+    student = merged["variants"]["student"]
+    assert student["requests"] == {PRIMARY: 2} and student["errors"] == {PRIMARY: 1}
+    assert sum(student["latency_counts"][PRIMARY]) == 2
+    assert student["class_counts"] == [0, 1, 0, 1]
+    assert merged["variants"]["teacher"]["requests"] == {SHADOW: 1}
+    pair = merged["comparisons"]["teacher"]["student"]
+    assert (pair["compared"], pair["agreements"], pair["kl_sum"]) == (2, 1, pytest.approx(0.4))
+    with pytest.raises(GatewayError):
+        merge_snapshots([])
+
+
+def test_cost_per_inference_two_ways():
+    clock = FakeClock(0.0)
+    stats = WindowStats(clock=clock)
+    for _ in range(100):
+        stats.record_request("student", PRIMARY, 0.01, ok=True, rows=1)
+    stats.record_busy("student", 36.0)
+    clock.now = 3600.0
+    cost = cost_per_inference(stats.snapshot(), "student", usd_per_hour=2.0, replicas=3)
+    assert cost["provisioned_usd"] == pytest.approx(2.0 * 3 * 1.0 / 100)
+    assert cost["busy_usd"] == pytest.approx(36.0 * 2.0 / 3600 / 100)
+    assert cost_per_inference(stats.snapshot(), "teacher", usd_per_hour=2.0)["provisioned_usd"] is None
