@@ -73,8 +73,11 @@ def write_plots(plots_dir: Path, report: dict) -> dict[str, Path]:
     """Render every plot the report has data for; returns title -> PNG path."""
     plots = {}
     sweep = report.get("sweep") or []
-    plots["Accuracy vs batch-1 latency"] = plot_accuracy_vs_latency(
-        plots_dir / "accuracy_vs_latency.png", report, sweep)
+    has_accuracy = any(run.get("val_accuracy") is not None for run in sweep) or any(
+        (report.get(v) or {}).get("accuracy") is not None for v in VARIANTS)
+    if has_accuracy:  # a regression run has no accuracy to plot
+        plots["Accuracy vs batch-1 latency"] = plot_accuracy_vs_latency(
+            plots_dir / "accuracy_vs_latency.png", report, sweep)
     if any(run.get("kind", "kd") == "kd" for run in sweep):
         plots["Temperature × alpha (validation accuracy)"] = plot_sweep_heatmap(
             plots_dir / "temperature_alpha_heatmap.png", sweep)
@@ -114,9 +117,10 @@ def _table(headers: list[str], rows: list[list[str]], highlight: int | None = No
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _variant_row(name: str, v: dict, cost: Any) -> list[str]:
+def _variant_row(name: str, v: dict, cost: Any, quality: str) -> list[str]:
     latency, torch_latency = v.get("latency_ms") or {}, v.get("torch_latency_ms") or {}
-    return [html.escape(name), _fmt(v.get("accuracy"), "pct"), _fmt(v.get("params"), "int"),
+    quality_cell = _fmt(v.get(quality), "pct" if quality == "accuracy" else "num")
+    return [html.escape(name), quality_cell, _fmt(v.get("params"), "int"),
             _fmt(latency.get("batch1"), "ms"), _fmt(latency.get("batch64"), "ms"),
             _fmt(torch_latency.get("batch1"), "ms"), _fmt(v.get("onnx_size_bytes"), "bytes"),
             _fmt(cost, "usd"), _fmt(v.get("ece"), "num")]
@@ -125,14 +129,15 @@ def _variant_row(name: str, v: dict, cost: Any) -> list[str]:
 def headline_table(report: dict) -> str:
     """Teacher, student, student INT8 and baseline side by side."""
     costs = report.get("cost_per_million_usd") or {}
+    quality = "mse" if report.get("task") == "regression" else "accuracy"
     rows = []
     for name in VARIANTS:
         if report.get(name):
-            rows.append(_variant_row(name, report[name], costs.get(name)))
+            rows.append(_variant_row(name, report[name], costs.get(name), quality))
         int8 = (report.get(name) or {}).get("int8") if name == "student" else None
         if int8:
-            rows.append(_variant_row("student INT8", int8, costs.get("student_int8")))
-    headers = ["model", "test accuracy", "params", "ORT batch 1", "ORT batch 64 (per call)", "torch batch 1",
+            rows.append(_variant_row("student INT8", int8, costs.get("student_int8"), quality))
+    headers = ["model", f"test {'MSE' if quality == 'mse' else 'accuracy'}", "params", "ORT batch 1", "ORT batch 64 (per call)", "torch batch 1",
                "ONNX size", "$ / 1M inferences", "ECE"]
     return _table(headers, rows, highlight=1 if report.get("teacher") else 0)
 

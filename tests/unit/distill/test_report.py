@@ -82,6 +82,15 @@ def test_report_tolerates_a_black_box_run_without_baseline_or_sweep(tmp_path):
     assert not (tmp_path / "plots" / "temperature_alpha_heatmap.png").exists()
 
 
+def test_regression_report_shows_mse_and_skips_accuracy_plots(tmp_path):
+    report = {"task": "regression", "sweep": [],
+              "teacher": {"mse": 0.125, "params": 1000, "latency_ms": {"batch1": 0.1}},
+              "student": {"mse": 0.25, "params": 100, "latency_ms": {"batch1": 0.01}}}
+    page = write_report(tmp_path, report).read_text()
+    assert "test MSE" in page and "0.125" in page
+    assert list((tmp_path / "plots").glob("*.png")) == []
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = [(0.02, 90.0), (0.02, 88.0), (0.03, 89.0), (0.4, 95.0), (0.5, 94.0)]
     assert pareto_front(points) == [(0.02, 90.0), (0.4, 95.0)]
