@@ -85,7 +85,14 @@ class OnnxBackend:
         self.model_path = str(model_path)
         self.input_name = self._session.get_inputs()[0].name
         self.output_name = self._session.get_outputs()[0].name
-        self.input_shape = list(self._session.get_inputs()[0].shape)
+
+    def io_shapes(self) -> tuple[list[int], list[int]] | None:
+        """``([-1, *features], [-1, n_out])`` when the graph declares fixed non-batch dims."""
+        dims_in = self._session.get_inputs()[0].shape[1:]
+        dims_out = self._session.get_outputs()[0].shape[1:]
+        if not all(isinstance(d, int) for d in [*dims_in, *dims_out]):
+            return None
+        return [-1, *dims_in], [-1, *dims_out]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the session; errors become :class:`BackendError`."""

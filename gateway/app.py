@@ -1,0 +1,325 @@
+"""The Ray Serve application: ingress ``Gateway`` (FastAPI) plus one deployment per remote variant.
+
+``serve run deployments/local.yaml`` imports :func:`build_app` with the YAML's ``args``
+(the gateway config). Colocated ONNX students run inside the ``Gateway`` replica (no
+hop on the canary path); every other variant is a ``model-<name>`` deployment reached
+through a DeploymentHandle, with ``@serve.batch`` dynamic batching when enabled.
+
+The gateway config is the ``Gateway`` deployment's ``user_config``: a ``serve deploy``
+with edited ``args`` calls :meth:`Gateway.reconfigure` in place (no restart); an invalid
+config is rejected, audited, and the previous one stays in force.
+
+Example::
+
+    from ray import serve
+    serve.run(build_app({"config": gateway_config_dict}), name="kdgate", route_prefix="/")
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+import yaml
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from gateway import admin, http_api
+from gateway.backends import OnnxBackend, build_backend
+from gateway.core.config import BatchingConfig, GatewayConfig, VariantConfig, load_gateway_config
+from gateway.core.errors import (
+    BackendError, BadRequest, GatewayConfigError, InvalidInput, NotFound, PayloadTooLarge,
+)
+from gateway.metrics import GatewayMetrics
+from gateway.observers import Observers
+from gateway.runtime import GatewayRuntime
+
+log = logging.getLogger(__name__)
+
+VARIANT_HEADER = "x-kdgate-variant"
+VERSION_HEADER = "x-kdgate-model-version"
+FALLBACK_HEADER = "x-kdgate-fallback"
+DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
+
+api = FastAPI(
+    title="kdgate gateway",
+    description="Open Inference Protocol V2 and V1 predict, routed between teacher and student.",
+)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status,
+                        headers={VARIANT_HEADER: "none"})
+
+
+@api.exception_handler(BadRequest)
+async def _bad_request(_request: Request, err: BadRequest) -> JSONResponse:
+    return _error(err.status, err.message)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+    return _error(422, f"invalid request: {err.errors()}")
+
+
+@api.exception_handler(BackendError)
+async def _backend_down(_request: Request, err: BackendError) -> JSONResponse:
+    # Only the teacher's failure reaches here (a student's falls back): the service is down.
+    return _error(503, f"no variant could answer: {err}")
+
+
+@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
+@serve.ingress(api)
+class Gateway:
+    """Ingress replica: parses requests, routes, runs colocated students, queues shadows."""
+
+    def __init__(self, remote_models: dict[str, DeploymentHandle] | None = None):
+        callers = {name: _handle_caller(handle) for name, handle in (remote_models or {}).items()}
+        self._observers = Observers(metrics=None)
+        self.runtime = GatewayRuntime(remote_callers=callers, observers=self._observers)
+        self.last_rejection: str | None = None
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Serve calls this with the ``user_config`` at start and after each ``serve deploy``."""
+        config = load_gateway_config(user_config) if self.runtime.state is None else None
+        if self._observers.metrics is None:
+            self._observers.metrics = GatewayMetrics(model=(config or self.runtime.config).model_name)
+        try:
+            self.runtime.apply(config or user_config, actor="serve-deploy")
+            self.last_rejection = None
+        except GatewayConfigError as err:
+            if self.runtime.state is None:
+                raise  # first config: fail the deployment with the message
+            self.last_rejection = str(err)  # keep serving the previous config
+
+    # ----- Open Inference Protocol V2 -------------------------------------------------
+    @api.get("/v2/health/live")
+    async def live(self) -> dict:
+        """Liveness: the replica answers."""
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    async def ready(self) -> Response:
+        """Readiness: a config is in force and colocated backends are ready."""
+        ok = self.runtime.ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @api.get("/v2")
+    async def server_metadata(self) -> dict:
+        """V2 server metadata."""
+        return {"name": "kdgate", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+
+    @api.get("/v2/models/{name}")
+    @api.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(self, name: str, version: str | None = None) -> dict:
+        """V2 model metadata: versions, input and output tensors."""
+        state = self._model_state(name, version)
+        tensors = lambda tensor, shape: [{"name": tensor, "datatype": "FP32", "shape": shape or [-1]}]  # noqa: E731
+        return {
+            "name": name, "versions": sorted(set(state.versions.values())), "platform": "kdgate",
+            "inputs": tensors(http_api.INPUT_NAME, state.input_shape),
+            "outputs": tensors(http_api.OUTPUT_NAME, state.output_shape),
+        }
+
+    @api.get("/v2/models/{name}/ready")
+    @api.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(self, name: str, version: str | None = None) -> Response:
+        """V2 model readiness."""
+        self._model_state(name, version)
+        ok = self.runtime.ready()
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+    @api.post("/v2/models/{name}/infer")
+    @api.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_v2(self, name: str, request: Request, version: str | None = None) -> Response:
+        """V2 inference (JSON, or binary tensor data with Inference-Header-Content-Length)."""
+        state = self._model_state(name, version)
+        body = await self._body(request, state.config)
+        parsed = http_api.parse_v2_request(
+            body, header_length=request.headers.get(http_api.HEADER_LENGTH), spec=_spec(state),
+        )
+        answer = await self.runtime.answer(parsed.x, request.headers, version=version, request_id=parsed.request_id)
+        content, extra = http_api.encode_v2_response(
+            answer.y, parsed, model_name=name, model_version=answer.version,
+        )
+        return Response(content, media_type="application/json", headers={**extra, **_answer_headers(answer)})
+
+    # ----- V1 predict -------------------------------------------------------------------
+    @api.post("/v1/models/{name}:predict")
+    async def predict_v1(self, name: str, request: Request) -> Response:
+        """V1 predict: ``{"instances": [[...], ...]}`` -> ``{"predictions": [[...], ...]}``."""
+        state = self._model_state(name, None)
+        body = await self._body(request, state.config)
+        x = http_api.parse_v1_request(body, spec=_spec(state))
+        answer = await self.runtime.answer(x, request.headers)
+        return Response(http_api.encode_v1_response(answer.y), media_type="application/json",
+                        headers=_answer_headers(answer))
+
+    # ----- admin --------------------------------------------------------------------------
+    @api.get("/admin/config")
+    async def get_config(self, request: Request) -> dict:
+        """The config in force (and the last rejected change, if any)."""
+        self._admin(request)
+        return {"config": self.runtime.config.model_dump(mode="json"), "last_rejection": self.last_rejection}
+
+    @api.get("/admin/split")
+    async def get_split(self, request: Request) -> dict:
+        """The current split, percent per variant."""
+        self._admin(request)
+        return {"weights": self.runtime.config.effective_weights()}
+
+    @api.put("/admin/split")
+    async def put_split(self, request: Request) -> dict:
+        """Set the split: ``{"weights": {"teacher": 90, "student": 10}}``; invalid -> 422."""
+        self._admin(request)
+        try:
+            body = json.loads(await request.body())
+        except ValueError as err:
+            raise InvalidInput(f"malformed JSON: {err}") from err
+        config = self.runtime.config
+        try:
+            new = admin.split_from_body(config, body)
+        except BadRequest as err:
+            self._observers.audit_rejected("admin-api", config, body, err.message)
+            raise
+        changes = self.runtime.apply(new, actor="admin-api")
+        return {"weights": new.effective_weights(), "changes": changes}
+
+    @api.get("/admin/stats")
+    async def get_stats(self, request: Request) -> dict:
+        """This replica's window stats (the embedded observation source for rollouts)."""
+        self._admin(request)
+        stats = self._observers.stats
+        return stats.snapshot() if stats is not None else {}
+
+    # ----- helpers ------------------------------------------------------------------------
+    def _admin(self, request: Request) -> None:
+        admin.require_admin_token(request.headers.get("authorization"), self.runtime.config.admin)
+
+    def _model_state(self, name: str, version: str | None):
+        state = self.runtime.state
+        if name != state.config.model_name:
+            raise NotFound(f"unknown model {name!r}; this gateway serves {state.config.model_name!r}")
+        if version is not None and version not in state.versions.values():
+            raise NotFound(f"unknown version {version!r} of {name!r}; versions: {sorted(set(state.versions.values()))}")
+        return state
+
+    @staticmethod
+    async def _body(request: Request, config: GatewayConfig) -> bytes:
+        limit = config.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        # Refuse an oversized body before reading it when the client declared its size.
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(
+                f"body is {declared} bytes, over the limit of {limit} bytes (limits.max_body_bytes)"
+            )
+        body = await request.body()
+        http_api.check_body_size(body, limit)
+        return body
+
+
+def _spec(state) -> http_api.TensorSpec:
+    shape = tuple(state.input_shape[1:]) if state.input_shape else None
+    return http_api.TensorSpec(feature_shape=shape, max_rows=state.config.limits.max_batch_rows)
+
+
+def _answer_headers(answer) -> dict[str, str]:
+    headers = {VARIANT_HEADER: answer.variant, VERSION_HEADER: answer.version}
+    if answer.fallback:
+        headers[FALLBACK_HEADER] = "true"
+    return headers
+
+
+def _handle_caller(handle: DeploymentHandle):
+    async def call(x: np.ndarray) -> np.ndarray:
+        return await handle.remote(x)
+
+    return call
+
+
+@serve.deployment(ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
+class ModelDeployment:
+    """One remote variant (the teacher, or a non-colocated student) behind a handle."""
+
+    def __init__(self, variant: dict, model_name: str):
+        self.variant = VariantConfig.model_validate(variant)
+        self.backend = build_backend(self.variant)
+        self.metrics = GatewayMetrics(model=model_name)
+        self.batching = self.variant.batching
+
+    def reconfigure(self, user_config: dict) -> None:
+        """``{"batching": {...}}``: batch size and wait change in place."""
+        self.batching = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self._batched.set_max_batch_size(self.batching.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.batching.wait_timeout_s)
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.batching.enabled:
+            return await self._batched(x)
+        return await self._infer(x)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        y = await self._infer(np.concatenate(xs))
+        return np.split(y, np.cumsum([len(x) for x in xs])[:-1])
+
+    async def _infer(self, x: np.ndarray) -> np.ndarray:
+        self.metrics.observe_batch(self.variant.name, len(x))
+        if isinstance(self.backend, OnnxBackend):
+            return self.backend.infer(x)  # microseconds for small models: cheaper than a thread hop
+        return await asyncio.to_thread(self.backend.infer, x)
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """Application builder for ``import_path: gateway.app:build_app``.
+
+    ``args`` is ``{"config": {...gateway config...}}``, ``{"config_path": "file.yaml"}``,
+    or the gateway config itself. Relative model paths resolve against the current
+    directory (``KDGATE_HOME`` when set). An invalid config fails the build with a
+    message naming each bad field.
+    """
+    raw = _config_from_args(args)
+    config = load_gateway_config(raw)
+    data = _absolute_paths(config.model_dump(mode="json"))
+    remote = {
+        v["name"]: ModelDeployment.options(
+            name=f"model-{v['name']}", user_config={"batching": v["batching"]},
+        ).bind(_backend_fields(v), config.model_name)
+        for v in data["variants"] if not v["colocated"]
+    }
+    return Gateway.options(user_config=data).bind(remote)
+
+
+def _config_from_args(args: dict[str, Any]) -> dict:
+    if "config_path" in args:
+        try:
+            return yaml.safe_load(pathlib.Path(args["config_path"]).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise GatewayConfigError([("config_path", f"cannot read {args['config_path']}: {err}")]) from err
+    return args["config"] if "config" in args else dict(args)
+
+
+def _absolute_paths(data: dict) -> dict:
+    base = pathlib.Path(os.environ.get("KDGATE_HOME") or os.getcwd())
+    for v in data["variants"]:
+        for key in ("model_path", "manifest_path"):
+            if v.get(key) and not pathlib.Path(v[key]).is_absolute():
+                v[key] = str(base / v[key])
+    for section, key in (("capture", "dir"), (None, "audit_log")):
+        holder = data[section] if section else data
+        if holder.get(key) and not pathlib.Path(holder[key]).is_absolute():
+            holder[key] = str(base / holder[key])
+    return data
+
+
+def _backend_fields(variant: dict) -> dict:
+    """Only what the model deployment needs, so a weight change does not restart it."""
+    keep = ("name", "role", "backend", "model_path", "device", "triton", "timeout_s")
+    return {k: variant[k] for k in keep}

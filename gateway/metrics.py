@@ -1,0 +1,125 @@
+"""Prometheus metrics of the gateway, through ``ray.serve.metrics``.
+
+Ray exports them on each node's metrics export port (``ray start --metrics-export-port
+8080``; ``kdgate serve`` uses 8080 by default) in Prometheus text format, prefixed
+``ray_`` and tagged with ``application``, ``deployment`` and ``replica``: the counter
+``kdgate_requests_total`` is scraped as ``ray_kdgate_requests_total``. That port is the
+scrape target (on KubeRay: a PodMonitor on the head and worker pods' ``metrics`` port).
+
+Names follow Prometheus conventions: base units in the name, labels ``variant``,
+``route`` (``primary|shadow``) and ``model``.
+
+Example::
+
+    metrics = GatewayMetrics(model="mnist1d")
+    metrics.observe_request("student", "primary", 0.0012, status="ok", rows=4)
+"""
+from __future__ import annotations
+
+from gateway.core.stats import LATENCY_BUCKETS_S
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+class GatewayMetrics:
+    """All kdgate_* metrics of one replica; tag values are always strings."""
+
+    def __init__(self, model: str):
+        from ray.serve.metrics import Counter, Gauge, Histogram
+
+        self.model = model
+        self.request_seconds = Histogram(
+            "kdgate_request_duration_seconds",
+            description="Model answer latency by variant and route (primary|shadow), seconds.",
+            boundaries=list(LATENCY_BUCKETS_S), tag_keys=("variant", "route", "model"),
+        )
+        self.requests = Counter(
+            "kdgate_requests_total", description="Inference requests by variant, route and status.",
+            tag_keys=("variant", "route", "model", "status"),
+        )
+        self.rows = Counter(
+            "kdgate_rows_total", description="Input rows answered by variant and route.",
+            tag_keys=("variant", "route", "model"),
+        )
+        self.comparisons = Counter(
+            "kdgate_comparisons_total",
+            description="Teacher/student answer pairs compared, by outcome (agree|disagree).",
+            tag_keys=("variant", "model", "outcome"),
+        )
+        self.kl = Histogram(
+            "kdgate_kl_divergence", description="KL(teacher || student) per compared row, nats.",
+            boundaries=list(KL_BUCKETS), tag_keys=("variant", "model"),
+        )
+        self.shadow_dropped = Counter(
+            "kdgate_shadow_dropped_total",
+            description="Shadow work dropped, by reason (queue_full|timeout|error).",
+            tag_keys=("variant", "model", "reason"),
+        )
+        self.fallbacks = Counter(
+            "kdgate_fallbacks_total", description="Student failures answered by the teacher instead.",
+            tag_keys=("variant", "model", "reason"),
+        )
+        self.weight = Gauge(
+            "kdgate_weight_ratio", description="Configured traffic share per variant (0..1).",
+            tag_keys=("variant", "model"),
+        )
+        self.busy_seconds = Counter(
+            "kdgate_busy_seconds_total", description="Seconds a variant spent computing answers.",
+            tag_keys=("variant", "model"),
+        )
+        self.cost = Gauge(
+            "kdgate_cost_per_inference_usd",
+            description="Cost per answered request over the last window, by method "
+                        "(provisioned: $/h x window / requests; busy: busy seconds x $/h / requests).",
+            tag_keys=("variant", "model", "method"),
+        )
+        self.batch_rows = Histogram(
+            "kdgate_batch_size_rows", description="Rows per model call (after dynamic batching).",
+            boundaries=list(BATCH_SIZE_BUCKETS), tag_keys=("variant", "model"),
+        )
+
+    def _tags(self, variant: str, **extra: str) -> dict[str, str]:
+        return {"variant": variant, "model": self.model, **extra}
+
+    def observe_request(self, variant: str, route: str, seconds: float, *, status: str, rows: int) -> None:
+        """One model answer (or failure) on ``route``."""
+        self.requests.inc(1, self._tags(variant, route=route, status=status))
+        if status == "ok":
+            self.request_seconds.observe(seconds, self._tags(variant, route=route))
+            self.rows.inc(rows, self._tags(variant, route=route))
+            self.busy_seconds.inc(seconds, self._tags(variant))
+
+    def observe_comparison(self, student: str, agreements: int, disagreements: int, kls: list[float]) -> None:
+        """The outcome of comparing one teacher/student answer pair (per row)."""
+        if agreements:
+            self.comparisons.inc(agreements, self._tags(student, outcome="agree"))
+        if disagreements:
+            self.comparisons.inc(disagreements, self._tags(student, outcome="disagree"))
+        for kl in kls:
+            self.kl.observe(kl, self._tags(student))
+
+    def shadow_drop(self, variant: str, reason: str) -> None:
+        """Shadow work that was not done (queue full, timeout, backend error)."""
+        self.shadow_dropped.inc(1, self._tags(variant, reason=reason))
+
+    def fallback(self, variant: str, reason: str) -> None:
+        """A student failure that the teacher answered."""
+        self.fallbacks.inc(1, self._tags(variant, reason=reason))
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Publish the configured split (percent in config, ratio in the metric)."""
+        for variant, percent in weights.items():
+            self.weight.set(percent / 100.0, self._tags(variant))
+
+    def set_cost(self, variant: str, *, provisioned: float | None, busy: float | None) -> None:
+        """Cost per inference over the last window (None: no requests, left unchanged)."""
+        if provisioned is not None:
+            self.cost.set(provisioned, self._tags(variant, method="provisioned"))
+        if busy is not None:
+            self.cost.set(busy, self._tags(variant, method="busy"))
+
+    def observe_batch(self, variant: str, rows: int) -> None:
+        """Rows in one model call."""
+        self.batch_rows.observe(rows, self._tags(variant))
+

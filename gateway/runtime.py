@@ -1,0 +1,260 @@
+"""The gateway's request path inside one ingress replica, free of HTTP and Ray types.
+
+:class:`GatewayRuntime` picks the variant (G1's ``choose_variant``), calls it (colocated
+ONNX Runtime inline, anything else through an async caller such as a Ray Serve handle),
+falls back to the teacher when a student fails, and queues shadow comparisons. Config
+changes build a new immutable :class:`_State` and swap it in one assignment, so a request
+that started under the old config finishes under it: no restart, no failed request.
+
+Example::
+
+    runtime = GatewayRuntime(remote_callers={"teacher": call_teacher}, metrics=None)
+    runtime.apply(config_dict, actor="serve-deploy")
+    answer = await runtime.answer(x, headers={"x-user-id": "42"})
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pathlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.backends import OnnxBackend
+from gateway.core.compare import compare_outputs
+from gateway.core.config import GatewayConfig, diff_config, load_gateway_config
+from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError, InvalidInput, NotFound
+from gateway.core.routing import choose_variant, should_sample
+from gateway.shadow import ShadowQueue
+
+log = logging.getLogger(__name__)
+
+RemoteCaller = Callable[[np.ndarray], Awaitable[np.ndarray]]
+SHADOW_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the caller gets: the output, who produced it, and whether it was a fallback."""
+
+    y: np.ndarray
+    variant: str
+    version: str
+    fallback: bool = False
+
+
+@dataclass(frozen=True)
+class _State:
+    """One config and what it needs (local backends, weights); never mutated."""
+
+    config: GatewayConfig
+    local: Mapping[str, OnnxBackend]
+    weights: Mapping[str, float]
+    student_weights: Mapping[str, float]
+    versions: Mapping[str, str] = field(default_factory=dict)
+    input_shape: list[int] | None = None
+    output_shape: list[int] | None = None
+
+
+class GatewayRuntime:
+    """Routing, fallback and shadow for one replica; see the module docstring."""
+
+    def __init__(self, *, remote_callers: Mapping[str, RemoteCaller], observers: "Observers"):
+        self._remote = dict(remote_callers)
+        self._obs = observers
+        self._state: _State | None = None
+        self._shadow = ShadowQueue(queue_size=64, workers=SHADOW_WORKERS, on_drop=self._shadow_dropped)
+
+    # ----- configuration -------------------------------------------------------------
+    @property
+    def config(self) -> GatewayConfig:
+        """The config in force (RuntimeError before the first :meth:`apply`)."""
+        if self._state is None:
+            raise RuntimeError("gateway has no config yet")
+        return self._state.config
+
+    def apply(self, source: Mapping | GatewayConfig, *, actor: str) -> list[str]:
+        """Validate and swap in a new config; return the audited changes.
+
+        An invalid config raises :class:`GatewayConfigError` after the rejection is
+        logged and audited; the previous config stays in force.
+        """
+        old = self._state.config if self._state else None
+        try:
+            new = source if isinstance(source, GatewayConfig) else load_gateway_config(source)
+            self._check_serveable(new)
+            local = self._local_backends(new)
+        except (GatewayConfigError, BackendError) as err:
+            log.warning("config change by %s rejected: %s", actor, err)
+            self._obs.audit_rejected(actor, old, source, str(err))
+            raise err if isinstance(err, GatewayConfigError) else GatewayConfigError([("variants", str(err))]) from err
+        changes = diff_config(old, new) if old else ["initial config"]
+        self._state = _State(
+            config=new, local=local, weights=new.effective_weights(),
+            student_weights={v.name: new.effective_weights()[v.name] for v in new.students},
+            versions={v.name: v.version for v in new.variants},
+            **_io_shapes(new, local),
+        )
+        self._shadow.queue_size = new.shadow.queue_size
+        self._obs.config_applied(new)
+        if old is None or changes:
+            self._obs.audit_applied(actor, old, new)
+        return changes
+
+    def _check_serveable(self, config: GatewayConfig) -> None:
+        missing = [v.name for v in config.variants if not v.colocated and v.name not in self._remote]
+        if missing:
+            raise GatewayConfigError([
+                ("variants", f"{', '.join(missing)} not colocated and not deployed in this application; "
+                             "adding a remote variant needs a redeploy of the app (args), not user_config"),
+            ])
+
+    def _local_backends(self, config: GatewayConfig) -> dict[str, OnnxBackend]:
+        """Colocated backends, reusing loaded sessions whose file and device did not change."""
+        current = self._state.local if self._state else {}
+        old_variants = {v.name: v for v in self._state.config.variants} if self._state else {}
+        local = {}
+        for v in config.variants:
+            if not v.colocated:
+                continue
+            before = old_variants.get(v.name)
+            same = before and (before.model_path, before.device) == (v.model_path, v.device)
+            local[v.name] = current[v.name] if same and v.name in current else OnnxBackend(v.model_path, device=v.device)
+        return local
+
+    # ----- request path --------------------------------------------------------------
+    def choose(self, headers: Mapping[str, str], *, version: str | None = None) -> str:
+        """The variant that answers: pinned version, forced header, sticky key or a draw."""
+        state = self._state
+        routing = state.config.routing
+        if version is not None:
+            for name, v in state.versions.items():
+                if v == version:
+                    return name
+            raise NotFound(f"unknown model version {version!r}; versions: {sorted(set(state.versions.values()))}")
+        if routing.allow_force and (forced := headers.get(routing.force_header)):
+            if forced not in state.weights:
+                raise InvalidInput(f"{routing.force_header}: unknown variant {forced!r}; variants: {sorted(state.weights)}")
+            return forced
+        sticky = headers.get(routing.sticky_header) if routing.sticky_header else None
+        return choose_variant(state.weights, sticky_key=sticky or None, draw=random.random())
+
+    async def answer(
+        self, x: np.ndarray, headers: Mapping[str, str], *, version: str | None = None, request_id: str = ""
+    ) -> Answer:
+        """Answer one batch; a failing student is replaced by the teacher (counted)."""
+        state = self._state
+        name = self.choose(headers, version=version)
+        teacher = state.config.teacher.name
+        try:
+            y = await self._call(state, name, x, route="primary")
+        except BackendError as err:
+            if name == teacher:
+                raise
+            reason = "timeout" if isinstance(err, BackendTimeout) else "error"
+            self._obs.fallback(name, reason)
+            y = await self._call(state, teacher, x, route="primary")
+            return Answer(y=y, variant=teacher, version=state.versions[teacher], fallback=True)
+        self._maybe_shadow(state, name, x, y, request_id)
+        return Answer(y=y, variant=name, version=state.versions[name])
+
+    async def _call(self, state: _State, name: str, x: np.ndarray, *, route: str,
+                    timeout_s: float | None = None) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            if name in state.local:
+                # Inline on purpose: a tiny ONNX student answers in microseconds, less than a
+                # thread hand-off costs; in-process calls are therefore not preemptible.
+                y = state.local[name].infer(x)
+            else:
+                limit = timeout_s or state.config.variant(name).timeout_s
+                y = await asyncio.wait_for(self._remote[name](x), timeout=limit)
+        except asyncio.TimeoutError as err:
+            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
+            raise BackendTimeout(f"variant {name!r} did not answer within its timeout") from err
+        except BackendError:
+            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
+            raise
+        except Exception as err:  # handle/actor errors arrive as Ray's own exception types
+            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
+            raise BackendError(f"variant {name!r} failed: {err}") from err
+        self._obs.request(name, route, time.perf_counter() - start, ok=True, rows=len(x), x=x, y=y)
+        return y
+
+    # ----- shadow ----------------------------------------------------------------------
+    def _maybe_shadow(self, state: _State, primary: str, x: np.ndarray, y: np.ndarray, request_id: str) -> None:
+        shadow = state.config.shadow
+        teacher = state.config.teacher.name
+        if primary == teacher:
+            fraction, other = shadow.fraction, self._shadow_student(state)
+        else:
+            fraction, other = max(shadow.fraction, shadow.canary_compare_fraction), teacher
+        if other is None or not should_sample(fraction, random.random()):
+            return
+
+        async def job() -> None:
+            await self._run_shadow(state, primary, other, x, y, request_id)
+
+        self._shadow.submit(job, label=other)
+
+    @staticmethod
+    def _shadow_student(state: _State) -> str | None:
+        """The student a teacher-served request is mirrored to: by weight, else the first."""
+        weights = state.student_weights
+        if any(w > 0 for w in weights.values()):
+            return choose_variant(weights, sticky_key=None, draw=random.random())
+        return next(iter(weights), None)
+
+    async def _run_shadow(self, state: _State, primary: str, other: str, x, y, request_id: str) -> None:
+        try:
+            y_other = await self._call(state, other, x, route="shadow", timeout_s=state.config.shadow.timeout_s)
+        except BackendTimeout:
+            self._obs.shadow_drop(other, "timeout")
+            return
+        except BackendError:
+            self._obs.shadow_drop(other, "error")
+            return
+        teacher_is_primary = primary == state.config.teacher.name
+        t_out, s_out = (y, y_other) if teacher_is_primary else (y_other, y)
+        student = other if teacher_is_primary else primary
+        cfg = state.config
+        comps = compare_outputs(
+            cfg.task, t_out, s_out, regression_tolerance=cfg.shadow.regression_tolerance,
+            embedding_min_cosine=cfg.shadow.embedding_min_cosine,
+        )
+        self._obs.comparison(state.config.teacher.name, student, comps, x, t_out, s_out, request_id)
+
+    def _shadow_dropped(self, variant: str) -> None:
+        self._obs.shadow_drop(variant, "queue_full")
+
+    @property
+    def state(self) -> _State:
+        """The config in force and what it needs (read once per request: atomic swaps)."""
+        return self._state
+
+    def ready(self) -> bool:
+        """True when a config is in force and every colocated backend is ready."""
+        state = self._state
+        return state is not None and all(b.ready() for b in state.local.values())
+
+
+def _io_shapes(config: GatewayConfig, local: Mapping[str, OnnxBackend]) -> dict:
+    """Input/output shapes ``[-1, ...]`` from a colocated session, else a manifest, else None."""
+    for backend in local.values():
+        shapes = backend.io_shapes()
+        if shapes is not None:
+            return {"input_shape": shapes[0], "output_shape": shapes[1]}
+    for v in config.variants:
+        if v.manifest_path:
+            try:
+                manifest = json.loads(pathlib.Path(v.manifest_path).read_text())
+                return {"input_shape": list(manifest["input"]["shape"]),
+                        "output_shape": list(manifest["output"]["shape"])}
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("manifest %s unreadable; input shape not checked", v.manifest_path)
+    return {}
