@@ -312,6 +312,17 @@ def reference_stats(x_train: np.ndarray, teacher_test_logits: np.ndarray | None,
     return reference
 
 
+def io_spec(feature_shape: tuple[int, ...], n_outputs: int) -> dict:
+    """``manifest["input"]`` and ``manifest["output"]`` for the ONNX I/O contract (-1 = batch).
+
+    Example:
+        >>> io_spec((40,), 10)["output"]
+        {'name': 'logits', 'dtype': 'float32', 'shape': [-1, 10]}
+    """
+    return {"input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, *map(int, feature_shape)]},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, int(n_outputs)]}}
+
+
 def write_manifest(path: Path | str, manifest: dict) -> Path:
     """Write ``manifest.json`` after checking the keys docs/artifacts.md requires.
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.errors import ExportError, ParityError
-from distill.export import (check_parity, export_onnx, onnx_predict, parse_triton_config,
+from distill.export import (check_parity, export_onnx, io_spec, onnx_predict, parse_triton_config,
                             quantize_int8, reference_stats, sha256_arrays, sha256_file,
                             write_manifest, write_triton_model)
 
@@ -141,8 +141,7 @@ def test_sha256_arrays_depends_on_content_shape_and_order():
 def _manifest() -> dict:
     return {
         "task": "classification",
-        "input": {"name": "input", "dtype": "float32", "shape": [-1, 16]},
-        "output": {"name": "logits", "dtype": "float32", "shape": [-1, 4]},
+        **io_spec((16,), 4),
         "class_labels": ["0", "1", "2", "3"],
         "models": {"student": {"file": "student.onnx", "sha256": "ab", "params": np.int64(140)}},
         "dataset": {"name": "tiny", "sha256": "cd", "n_train": 50, "n_test": 50},
@@ -160,6 +159,7 @@ def test_manifest_has_required_keys_and_is_json(tmp_path):
         assert key in written
     assert written["format_version"] == 1 and written["created_at"].endswith("Z")
     assert written["models"]["student"]["params"] == 140
+    assert written["input"] == {"name": "input", "dtype": "float32", "shape": [-1, 16]}
 
 
 @pytest.mark.parametrize("drop, problem", [("reference", "missing key 'reference'"),
