@@ -299,21 +299,30 @@ def _problems_of(err: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
+def config_changes(old: GatewayConfig, new: GatewayConfig) -> list[tuple[str, Any, Any]]:
+    """``(field.path, old value, new value)`` for every changed leaf, sorted by path.
+
+    Variants are keyed by name, so reordering them is no change; a field only one side
+    has shows ``"<absent>"`` on the other.
+    """
+    before, after = _flatten(_keyed(old)), _flatten(_keyed(new))
+    return [
+        (path, before.get(path, _ABSENT), after.get(path, _ABSENT))
+        for path in sorted(before.keys() | after.keys())
+        if before.get(path, _ABSENT) != after.get(path, _ABSENT)
+    ]
+
+
 def diff_config(old: GatewayConfig, new: GatewayConfig) -> list[str]:
     """Human-readable changes between two configs, for the audit log.
-
-    Variants are keyed by name, so reordering them is no change.
 
     >>> diff_config(cfg, cfg.with_weights({"teacher": 90, "student": 10}))  # doctest: +SKIP
     ['routing.weights.student: 5.0 -> 10.0', 'routing.weights.teacher: 95.0 -> 90.0']
     """
-    before, after = _flatten(_keyed(old)), _flatten(_keyed(new))
-    changes = []
-    for path in sorted(before.keys() | after.keys()):
-        a, b = before.get(path, "<absent>"), after.get(path, "<absent>")
-        if a != b:
-            changes.append(f"{path}: {a} -> {b}")
-    return changes
+    return [f"{path}: {a} -> {b}" for path, a, b in config_changes(old, new)]
+
+
+_ABSENT = "<absent>"
 
 
 def _keyed(cfg: GatewayConfig) -> dict:
