@@ -87,12 +87,29 @@ def input_edges_from_manifest(manifest: Mapping[str, Any]) -> list[list[float]] 
     return [list(map(float, e)) for e in edges] if edges else None
 
 
+def n_classes_from_manifest(manifest: Mapping[str, Any]) -> int | None:
+    """Number of classes of a classification ``manifest.json`` (None otherwise)."""
+    if manifest.get("task", "classification") != "classification":
+        return None
+    labels = manifest.get("class_labels")
+    if labels:
+        return len(labels)
+    shape = manifest.get("output", {}).get("shape") or [None]
+    return int(shape[-1]) if shape[-1] and shape[-1] > 0 else None
+
+
 class WindowStats:
-    """Thread-safe cumulative counters of one replica since start or :meth:`reset`."""
+    """Thread-safe cumulative counters of one replica since start or :meth:`reset`.
+
+    Give ``n_classes`` (see :func:`n_classes_from_manifest`) so ``class_counts`` has a
+    fixed length from the start and readings subtract cleanly; without it the list grows
+    with the largest class seen.
+    """
 
     def __init__(self, *, input_edges: Sequence[Sequence[float]] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 n_classes: int | None = None, clock: Callable[[], float] = time.time):
         self._clock = clock
+        self._n_classes = int(n_classes or 0)
         self._lock = threading.Lock()
         self._edges = [np.asarray(e, dtype=np.float64) for e in input_edges] if input_edges else None
         self.reset()
@@ -109,14 +126,18 @@ class WindowStats:
         with self._lock:
             self._edges = [np.asarray(e, dtype=np.float64) for e in input_edges] if input_edges else None
             for entry in self._variants.values():
-                entry["input_bins"] = []
+                entry["input_bins"] = self._empty_bins()
+
+    def _empty_bins(self) -> list[list[int]]:
+        return [[0] * (len(e) + 1) for e in self._edges] if self._edges else []
 
     def _variant(self, name: str) -> dict[str, Any]:
         entry = self._variants.get(name)
         if entry is None:
             entry = self._variants[name] = {
                 "requests": {}, "errors": {}, "inferences": {}, "latency_counts": {}, "latency_sum_s": {},
-                "busy_s": 0.0, "fallbacks": 0, "shadow_drops": 0, "class_counts": [], "input_bins": [],
+                "busy_s": 0.0, "fallbacks": 0, "shadow_drops": 0,
+                "class_counts": [0] * self._n_classes, "input_bins": self._empty_bins(),
             }
         return entry
 

@@ -18,6 +18,7 @@ from gateway.core.stats import (
     histogram_quantile,
     input_edges_from_manifest,
     merge_snapshots,
+    n_classes_from_manifest,
 )
 
 
@@ -166,3 +167,18 @@ def test_cost_per_inference_two_ways():
     assert cost["provisioned_usd"] == pytest.approx(2.0 * 3 * 1.0 / 100)
     assert cost["busy_usd"] == pytest.approx(36.0 * 2.0 / 3600 / 100)
     assert cost_per_inference(stats.snapshot(), "teacher", usd_per_hour=2.0)["provisioned_usd"] is None
+
+
+def test_fixed_class_count_and_bins_from_the_start():
+    manifest = {"task": "classification", "class_labels": ["a", "b", "c"],
+                "reference": {"inputs": {"edges": [[0.0], [0.0, 1.0]]}}}
+    stats = WindowStats(input_edges=input_edges_from_manifest(manifest),
+                        n_classes=n_classes_from_manifest(manifest), clock=FakeClock())
+    stats.record_request("student", PRIMARY, 0.01, ok=True, rows=1)
+    entry = stats.snapshot()["variants"]["student"]
+    assert entry["class_counts"] == [0, 0, 0]
+    assert entry["input_bins"] == [[0, 0], [0, 0, 0]]
+    stats.record_outputs("student", np.array([1]))
+    assert stats.snapshot()["variants"]["student"]["class_counts"] == [0, 1, 0]
+    assert n_classes_from_manifest({"task": "regression"}) is None
+    assert n_classes_from_manifest({"output": {"shape": [-1, 10]}}) == 10
