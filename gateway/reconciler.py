@@ -1,0 +1,285 @@
+"""The rollout reconciler: observe -> step -> apply actions -> persist, one tick at a time.
+
+A thin adapter around the pure state machine (``gateway.core.rollout``). It never raises
+from :meth:`RolloutReconciler.tick`: an observation, store, webhook or weight-setting
+failure becomes ``status.last_error``, an event in the store and a metric, and the next
+tick retries (weights that could not be applied are re-applied first).
+
+Hosting (in the gateway app)::
+
+    reconciler = RolloutReconciler(
+        spec, RolloutStore(spec.state_path), EmbeddedSource(merged_snapshot, teacher=..., student=...,
+                                                             reference=manifest),
+        set_weights=router.set_weights, teacher="teacher", student="student-v2",
+        evidence=EvidenceWriter(spec.evidence_dir, config=gateway_config.model_dump(),
+                                export_disagreements=capture.export_npz))
+    while True:                      # a background task; commands come from the admin API
+        reconciler.tick()
+        await asyncio.sleep(reconciler.tick_period_s)
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import pathlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.core import rollout as sm
+from gateway.core.gates import GateResult
+from gateway.core.observations import ObservationSource
+from gateway.core.rollout import (
+    Action, InvalidCommand, Notify, RecordCheck, RolloutPhase, RolloutStatus, SetWeights, WriteEvidence,
+)
+from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout_store import RolloutStore
+
+log = logging.getLogger("kdgate.rollout")
+
+
+class RolloutMetrics(Protocol):
+    """What the reconciler reports; the gateway implements it with ``ray.serve.metrics``."""
+
+    def record_status(self, status: RolloutStatus) -> None: ...        # phase, weight
+    def record_gates(self, gates: tuple[GateResult, ...]) -> None: ...  # value per gate
+    def record_rollback(self, reason: str) -> None: ...                 # rollbacks by reason (gate)
+    def record_error(self, where: str) -> None: ...                     # errors by stage
+
+
+class NullMetrics:
+    """Records nothing (tests, or a gateway without metrics)."""
+
+    def record_status(self, status: RolloutStatus) -> None:
+        pass
+
+    def record_gates(self, gates: tuple[GateResult, ...]) -> None:
+        pass
+
+    def record_rollback(self, reason: str) -> None:
+        pass
+
+    def record_error(self, where: str) -> None:
+        pass
+
+
+class WebhookNotifier:
+    """POST a JSON payload to ``url`` with a short timeout; raises on any failure."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0):
+        self.url, self.timeout_s = url, timeout_s
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        response = httpx.post(self.url, json=payload, timeout=self.timeout_s)
+        response.raise_for_status()
+
+
+class EvidenceWriter:
+    """Write an evidence bundle directory: status, config, gate values over time, disagreements.
+
+    ``export_disagreements(path) -> rows`` is the capture store's ``export_npz``.
+    """
+
+    def __init__(self, directory: str | pathlib.Path, *, config: dict[str, Any] | None = None,
+                 export_disagreements: Callable[[str], int] | None = None):
+        self.directory = pathlib.Path(directory)
+        self.config = config or {}
+        self.export_disagreements = export_disagreements
+
+    def __call__(self, action: WriteEvidence, status: RolloutStatus, checks: list[dict[str, Any]],
+                 spec: RolloutSpec) -> pathlib.Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(action.at))
+        out = self.directory / f"{stamp}-{action.kind}-{status.student}"
+        out.mkdir(parents=True, exist_ok=True)
+        disagreements: dict[str, Any] = {"path": None, "rows": 0}
+        if self.export_disagreements is not None:
+            try:
+                rows = self.export_disagreements(str(out / "disagreements.npz"))
+                disagreements = {"path": "disagreements.npz", "rows": rows}
+            except Exception as err:  # noqa: BLE001 -- evidence without captures beats no evidence
+                disagreements["error"] = f"{type(err).__name__}: {err}"
+        bundle = {"kind": action.kind, "reason": action.reason, "at": action.at, "status": status.to_dict(),
+                  "spec": spec.model_dump(mode="json"), "config": self.config, "disagreements": disagreements,
+                  "checks": checks}
+        (out / "evidence.json").write_text(json.dumps(bundle, indent=1, default=str))
+        _write_gates_csv(out / "gates.csv", checks)
+        return out
+
+
+def _write_gates_csv(path: pathlib.Path, checks: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["at", "phase", "step_index", "weight", "verdict", "gate", "status", "value", "threshold"])
+        for c in checks:
+            for g in c["gates"]:
+                writer.writerow([c["at"], c["phase"], c["step_index"], c["weight"], c["verdict"], g["name"],
+                                 g["status"], g["value"], g["threshold"]])
+
+
+class RolloutReconciler:
+    """Drive one rollout: restore or start it, run due checks, apply actions, persist.
+
+    ``set_weights(dict)`` changes the live split; ``notify(payload)`` posts the webhook
+    (default: :class:`WebhookNotifier` when ``spec.webhook_url`` is set); ``evidence`` writes
+    bundles (default: :class:`EvidenceWriter` in ``spec.evidence_dir``); ``clock()`` is the time.
+    """
+
+    def __init__(self, spec: RolloutSpec, store: RolloutStore, source: ObservationSource,
+                 set_weights: Callable[[dict[str, float]], None], *, teacher: str, student: str,
+                 student_version: str = "", notify: Callable[[dict[str, Any]], None] | None = None,
+                 evidence: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
+                 metrics: RolloutMetrics | None = None):
+        self.spec, self.store, self.source = spec, store, source
+        self.set_weights, self.clock = set_weights, clock
+        self.teacher, self.student, self.student_version = teacher, student, student_version
+        self.notify = notify or (WebhookNotifier(spec.webhook_url, spec.webhook_timeout_s) if spec.webhook_url else None)
+        self.evidence = evidence or EvidenceWriter(spec.evidence_dir)
+        self.metrics = metrics or NullMetrics()
+        self._lock = threading.RLock()
+        self._status: RolloutStatus | None = None
+        self._weights_applied = False
+
+    @property
+    def tick_period_s(self) -> float:
+        """How often the host should call :meth:`tick` (checks still run every ``interval_s``)."""
+        return min(self.spec.interval_s / 4, 5.0)
+
+    @property
+    def status(self) -> RolloutStatus:
+        with self._lock:
+            return self._ensure_status(self.clock())
+
+    def tick(self, now: float | None = None) -> RolloutStatus:
+        """Run one reconcile pass; never raises. Returns the (possibly unchanged) status."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            try:
+                status = self._ensure_status(now)
+                if not self._weights_applied:
+                    self._apply([SetWeights(status.weights(), "re-applying the rollout's weights")], now)
+                if sm.check_due(self.spec, self._status, now):
+                    self._check(now)
+            except Exception as err:  # noqa: BLE001 -- the control loop never dies
+                self._record_error("tick", err, now)
+            return self._status if self._status is not None else self._fallback_status(now)
+
+    def command(self, name: str, *, actor: str = "operator", weight: float | None = None) -> RolloutStatus:
+        """Apply a manual command (promote, pause, resume, abort, set_weight).
+
+        Raises :class:`InvalidCommand` (409) when it does not apply in the current phase.
+        """
+        with self._lock:
+            now = self.clock()
+            status = self._ensure_status(now)
+            commands = {
+                "promote": lambda: sm.promote(self.spec, status, now, actor),
+                "pause": lambda: sm.pause(status, now, actor),
+                "resume": lambda: sm.resume(self.spec, status, now, actor),
+                "abort": lambda: sm.abort(status, now, actor),
+                "set_weight": lambda: sm.set_weight(self.spec, status, _required(weight), now, actor),
+            }
+            if name not in commands:
+                raise InvalidCommand(f"unknown rollout command {name!r}; use one of {sorted(commands)}")
+            new, actions = commands[name]()
+            self._transition(new, actions, now, event={"kind": f"command:{name}", "actor": actor, "weight": weight})
+            return new
+
+    # --- internals ---
+
+    def _ensure_status(self, now: float) -> RolloutStatus:
+        if self._status is not None:
+            return self._status
+        stored = self.store.load()
+        if stored is not None and (stored.student, stored.student_version, stored.teacher) == (
+                self.student, self.student_version, self.teacher):
+            self._status = stored
+            self._weights_applied = False  # re-assert the stored split (e.g. 0 % after a rollback)
+            self.store.append_event(now, "restored", {"phase": stored.phase.value, "weight": stored.weight})
+            self.metrics.record_status(stored)
+            return stored
+        new, actions = sm.start(self.spec, teacher=self.teacher, student=self.student, now=now,
+                                student_version=self.student_version)
+        self._transition(new, actions, now, event={"kind": "started"})
+        return new
+
+    def _check(self, now: float) -> None:
+        window = sm.analysis_window(self.spec, self._status, now)
+        try:
+            observations = self.source.observe(window)
+        except Exception as err:  # noqa: BLE001 -- a failed observation is retried next tick
+            self._record_error("observe", err, now)
+            return
+        new, actions = sm.step(self.spec, dataclasses.replace(self._status, last_error=""), observations, now)
+        self.metrics.record_gates(new.last_gates)
+        self._transition(new, actions, now)
+
+    def _transition(self, new: RolloutStatus, actions: list[Action], now: float,
+                    event: dict[str, Any] | None = None) -> None:
+        old, self._status = self._status, new
+        self._apply(actions, now)
+        if old is None or old.phase is not new.phase or old.weight != new.weight or event:
+            detail = {"from": old.phase.value if old else None, "to": new.phase.value, "weight": new.weight,
+                      "reason": new.reason, **(event or {})}
+            self._safely("event", lambda: self.store.append_event(now, detail.pop("kind", "phase"), detail), now)
+        if new.phase is RolloutPhase.ROLLED_BACK and (old is None or old.phase is not RolloutPhase.ROLLED_BACK):
+            self.metrics.record_rollback(",".join(g.name for g in new.failing) or "unknown")
+        self.metrics.record_status(new)
+        self._safely("persist", lambda: self.store.save(self._status), now)
+
+    def _apply(self, actions: list[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, SetWeights):
+                self._weights_applied = self._safely("set_weights", lambda a=action: self.set_weights(dict(a.weights)), now)
+            elif isinstance(action, Notify) and self.notify is not None:
+                self._safely("notify", lambda a=action: self.notify(a.payload), now)
+            elif isinstance(action, WriteEvidence):
+                self._safely("evidence", lambda a=action: self._write_evidence(a), now)
+            elif isinstance(action, RecordCheck):
+                self._safely("record_check", lambda a=action: self.store.append_check(a), now)
+
+    def _write_evidence(self, action: WriteEvidence) -> None:
+        checks = self.store.checks(since=self._status.started_at)
+        path = self.evidence(action, self._status, checks, self.spec)
+        log.info("rollout evidence (%s) written to %s", action.kind, path)
+
+    def _safely(self, where: str, fn: Callable[[], Any], now: float) -> bool:
+        try:
+            fn()
+            return True
+        except Exception as err:  # noqa: BLE001 -- reported, retried, never fatal
+            self._record_error(where, err, now)
+            return False
+
+    def _record_error(self, where: str, err: Exception, now: float) -> None:
+        message = f"{where}: {type(err).__name__}: {err}"
+        log.warning("rollout %s", message)
+        self.metrics.record_error(where)
+        if self._status is not None:
+            self._status = _with_error(self._status, message, now)
+        try:
+            self.store.append_event(now, "error", {"where": where, "error": message})
+            if self._status is not None:
+                self.store.save(self._status)
+        except Exception:  # noqa: BLE001 -- the store itself may be what failed
+            log.exception("rollout store unavailable while recording an error")
+
+    def _fallback_status(self, now: float) -> RolloutStatus:
+        """Status to report before any could be loaded or started (store down): teacher only."""
+        return RolloutStatus(teacher=self.teacher, student=self.student, phase=RolloutPhase.PAUSED, step_index=0,
+                             weight=0.0, started_at=now, step_started_at=now, updated_at=now,
+                             last_error="rollout state unavailable")
+
+
+def _with_error(status: RolloutStatus, message: str, now: float) -> RolloutStatus:
+    return dataclasses.replace(status, last_error=message, updated_at=now)
+
+
+def _required(weight: float | None) -> float:
+    if weight is None:
+        raise InvalidCommand("set_weight needs a weight (percent)")
+    return float(weight)

@@ -1,0 +1,110 @@
+"""Persistence of the rollout: status, check history and events in one SQLite file.
+
+The file lives on a volume on Kubernetes, so a restarted controller resumes where it
+stopped (a rolled-back student stays rolled back). Each call opens its own connection:
+the store is used from the reconciler's background task and from admin requests.
+
+Example::
+
+    store = RolloutStore("runs/rollout-state.sqlite")
+    store.save(status)
+    assert store.load() == status
+    store.checks(since=status.started_at)   # gate values over time, oldest first
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import pathlib
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from gateway.core.errors import GatewayError
+from gateway.core.rollout import RecordCheck, RolloutStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL, updated_at REAL);
+CREATE TABLE IF NOT EXISTS checks (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+                                   body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS checks_at ON checks (at);
+"""
+
+
+class RolloutStoreError(GatewayError):
+    """The rollout state file cannot be read or written."""
+
+
+class RolloutStore:
+    """Status (one row), analysis checks and events, in SQLite at ``path``."""
+
+    def __init__(self, path: str | pathlib.Path, *, max_checks: int = 20000):
+        self.path = pathlib.Path(path)
+        self.max_checks = max_checks
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise RolloutStoreError(f"cannot open rollout state {self.path}: {err}") from err
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=5.0)
+        except sqlite3.Error as err:
+            raise RolloutStoreError(f"cannot open rollout state {self.path}: {err}") from err
+        try:
+            with db:  # one transaction, committed on success
+                yield db
+        except sqlite3.Error as err:
+            raise RolloutStoreError(f"rollout state {self.path}: {err}") from err
+        finally:
+            db.close()
+
+    def save(self, status: RolloutStatus) -> None:
+        """Replace the stored status."""
+        body = json.dumps(status.to_dict())
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO status (id, body, updated_at) VALUES (1, ?, ?)",
+                       (body, status.updated_at))
+
+    def load(self) -> RolloutStatus | None:
+        """The stored status, or None when nothing was saved yet."""
+        with self._connect() as db:
+            row = db.execute("SELECT body FROM status WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        try:
+            return RolloutStatus.from_dict(json.loads(row[0]))
+        except (ValueError, TypeError, KeyError) as err:
+            raise RolloutStoreError(f"rollout state {self.path} holds an unreadable status: {err}") from err
+
+    def append_check(self, record: RecordCheck) -> None:
+        """Store one analysis check; the oldest beyond ``max_checks`` are dropped."""
+        body = dataclasses.asdict(record)
+        body["gates"] = [g.to_dict() for g in record.gates]
+        with self._connect() as db:
+            db.execute("INSERT INTO checks (at, body) VALUES (?, ?)", (record.at, json.dumps(body)))
+            db.execute("DELETE FROM checks WHERE id <= (SELECT MAX(id) FROM checks) - ?", (self.max_checks,))
+
+    def checks(self, since: float | None = None, limit: int = 5000) -> list[dict[str, Any]]:
+        """Stored checks at or after ``since``, oldest first (the last ``limit`` of them)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT body FROM (SELECT id, body FROM checks WHERE at >= ? ORDER BY id DESC "
+                              "LIMIT ?) ORDER BY id", (since if since is not None else float("-inf"), limit)).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def append_event(self, at: float, kind: str, detail: dict[str, Any]) -> None:
+        """Store one event (phase change, command, check error, delivery failure)."""
+        with self._connect() as db:
+            db.execute("INSERT INTO events (at, kind, body) VALUES (?, ?, ?)", (at, kind, json.dumps(detail)))
+
+    def events(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The most recent events, oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT at, kind, body FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) "
+                              "ORDER BY id", (limit,)).fetchall()
+        return [{"at": at, "kind": kind, **json.loads(body)} for at, kind, body in rows]
