@@ -5,10 +5,11 @@ segment files; past ``max_bytes`` on disk the oldest segments are deleted, so th
 never grows without bound. Several replicas may share one directory: segment names
 carry a nanosecond timestamp, the process id and a counter, and sort by age.
 
-``export_npz`` writes the unlabeled transfer set that ``kdgate distill`` reads
-(``x_unlabeled``), plus both outputs, request ids and times for inspection; with
-``base_npz`` (a labeled ``x``/``y`` file) the result is a complete ``source: npz``
-dataset whose ``x_unlabeled`` gains the captured rows.
+``export_npz`` writes the unlabeled transfer set (``x_unlabeled``) plus both outputs,
+request ids and times for inspection. ``kdgate distill``'s ``source: npz`` also needs
+labeled ``x``/``y`` and refuses other arrays, so with ``base_npz`` (the labeled dataset of
+the last round) the export is distill-ready instead: the base's arrays, its
+``x_unlabeled`` extended by the captured rows, and nothing else.
 
 Example::
 
@@ -147,8 +148,9 @@ def export_capture(directory: str | os.PathLike, out_path: str | os.PathLike, *,
     """Write the pairs stored in ``directory`` as an unlabeled transfer set.
 
     Arrays: ``x_unlabeled`` (float32 inputs), ``teacher_logits``, ``student_logits``,
-    ``request_id`` (str), ``time`` (unix seconds). With ``base_npz`` its arrays are
-    copied too and the captured rows are appended to its own ``x_unlabeled``.
+    ``request_id`` (str), ``time`` (unix seconds). With ``base_npz`` the output is a
+    ``source: npz`` dataset for ``kdgate distill``: the base's arrays with the captured
+    rows appended to its ``x_unlabeled`` (the inspection arrays are left out).
 
     >>> export_capture("kdgate-capture", "captured.npz")  # doctest: +SKIP
     1280
@@ -179,4 +181,4 @@ def _merged_with_base(base: pathlib.Path, captured: dict[str, np.ndarray]) -> di
         raise CaptureError(f"capture: captured inputs {x_new.shape[1:]} do not match {base} x {merged['x'].shape[1:]}")
     if "x_unlabeled" in merged:
         x_new = np.concatenate([merged["x_unlabeled"].astype(np.float32), x_new])
-    return {**merged, **captured, "x_unlabeled": x_new}
+    return {**merged, "x_unlabeled": x_new}

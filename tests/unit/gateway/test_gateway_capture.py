@@ -68,6 +68,8 @@ def test_export_with_base_dataset_appends_to_its_transfer_set(tmp_path):
     out = tmp_path / "merged.npz"
     assert store.export_npz(out, base_npz=base) == 3
     with np.load(out) as data:
+        # distill's `source: npz` refuses arrays other than x, y, x_test, y_test, x_unlabeled.
+        assert sorted(data.files) == ["x", "x_unlabeled", "y"]
         assert data["x"].shape == (6, FEATURES) and list(data["y"]) == list(range(6))
         assert data["x_unlabeled"].shape == (8, FEATURES)
 
