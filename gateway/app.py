@@ -14,7 +14,8 @@ Example::
     from ray import serve
     serve.run(build_app({"config": gateway_config_dict}), name="kdgate", route_prefix="/")
 """
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI must see real types, not strings,
+# in the replica where Serve rebuilds the routes of this pickled class.
 
 import asyncio
 import json
@@ -73,6 +74,27 @@ async def _invalid_request(_request: Request, err: RequestValidationError) -> JS
 async def _backend_down(_request: Request, err: BackendError) -> JSONResponse:
     # Only the teacher's failure reaches here (a student's falls back): the service is down.
     return _error(503, f"no variant could answer: {err}")
+
+
+# Helpers sit above the deployments: @serve.deployment pickles the class at import
+# time, so a global the methods use must already exist then.
+def _spec(state) -> http_api.TensorSpec:
+    shape = tuple(state.input_shape[1:]) if state.input_shape else None
+    return http_api.TensorSpec(feature_shape=shape, max_rows=state.config.limits.max_batch_rows)
+
+
+def _answer_headers(answer) -> dict[str, str]:
+    headers = {VARIANT_HEADER: answer.variant, VERSION_HEADER: answer.version}
+    if answer.fallback:
+        headers[FALLBACK_HEADER] = "true"
+    return headers
+
+
+def _handle_caller(handle: DeploymentHandle):
+    async def call(x: np.ndarray) -> np.ndarray:
+        return await handle.remote(x)
+
+    return call
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
@@ -223,25 +245,6 @@ class Gateway:
         body = await request.body()
         http_api.check_body_size(body, limit)
         return body
-
-
-def _spec(state) -> http_api.TensorSpec:
-    shape = tuple(state.input_shape[1:]) if state.input_shape else None
-    return http_api.TensorSpec(feature_shape=shape, max_rows=state.config.limits.max_batch_rows)
-
-
-def _answer_headers(answer) -> dict[str, str]:
-    headers = {VARIANT_HEADER: answer.variant, VERSION_HEADER: answer.version}
-    if answer.fallback:
-        headers[FALLBACK_HEADER] = "true"
-    return headers
-
-
-def _handle_caller(handle: DeploymentHandle):
-    async def call(x: np.ndarray) -> np.ndarray:
-        return await handle.remote(x)
-
-    return call
 
 
 @serve.deployment(ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})

@@ -1,0 +1,103 @@
+"""Shared integration fixtures: tiny exported ONNX models, one real Ray Serve instance, a real Triton.
+
+Everything is session-scoped and listens on 127.0.0.1 only. Ray gets 2 CPUs; Serve's
+HTTP proxy takes a free port. Triton is nvidia-pytriton's bundled tritonserver serving an
+ONNX model through a bound Python function (the libpython fix from DESIGN.md applied).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sysconfig
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+FEATURES, CLASSES = 40, 10
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _mlp(hidden: int, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(FEATURES, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, CLASSES)
+    )
+
+
+@pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory) -> dict:
+    """teacher.onnx, student.onnx and a manifest.json exported through distill.export."""
+    from distill.export import export_onnx
+
+    out = tmp_path_factory.mktemp("models")
+    x = np.random.default_rng(0).normal(size=(64, FEATURES)).astype(np.float32)
+    export_onnx(_mlp(64, seed=1), out / "teacher.onnx", x)
+    export_onnx(_mlp(8, seed=2), out / "student.onnx", x)
+    manifest = {
+        "format_version": 1, "task": "classification",
+        "input": {"name": "input", "dtype": "float32", "shape": [-1, FEATURES]},
+        "output": {"name": "logits", "dtype": "float32", "shape": [-1, CLASSES]},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return {"dir": out, "teacher": str(out / "teacher.onnx"), "student": str(out / "student.onnx"),
+            "manifest": str(out / "manifest.json"), "x": x}
+
+
+@pytest.fixture(scope="session")
+def serve_instance():
+    """One real Ray Serve instance for the whole session: ``{"url": http://127.0.0.1:PORT}``."""
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield {"url": f"http://127.0.0.1:{port}", "port": port}
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def triton_server(onnx_models):
+    """A real Triton server (pytriton) serving the teacher ONNX model as ``kdgate-teacher``."""
+    pytest.importorskip("pytriton")
+    from pytriton.decorators import batch
+    from pytriton.model_config import ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    # The Python backend stub links libpython; point it at this interpreter's (DESIGN.md).
+    os.environ["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_models["teacher"], providers=["CPUExecutionProvider"])
+
+    @batch
+    def infer(input):  # noqa: A002 - the tensor is called "input" in the export contract
+        return {"logits": session.run(["logits"], {"input": input})[0]}
+
+    http_port, grpc_port = free_port(), free_port()
+    config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",
+                          grpc_port=grpc_port, metrics_port=free_port(), allow_metrics=False)
+    triton = Triton(config=config)
+    triton.bind("kdgate-teacher", infer,
+                inputs=[Tensor(name="input", dtype=np.float32, shape=(FEATURES,))],
+                outputs=[Tensor(name="logits", dtype=np.float32, shape=(CLASSES,))],
+                config=ModelConfig(max_batch_size=64))
+    triton.run()
+    try:
+        yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "model": "kdgate-teacher"}
+    finally:
+        triton.stop()
