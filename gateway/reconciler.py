@@ -33,7 +33,7 @@ import httpx
 
 from gateway.core import rollout as sm
 from gateway.core.gates import GateResult
-from gateway.core.observations import ObservationSource
+from gateway.core.observations import ObservationSource, Window
 from gateway.core.rollout import (
     Action, InvalidCommand, Notify, RecordCheck, RolloutPhase, RolloutStatus, SetWeights, WriteEvidence,
 )
@@ -194,6 +194,8 @@ class RolloutReconciler:
     def _ensure_status(self, now: float) -> RolloutStatus:
         if self._status is not None:
             return self._status
+        # A first reading gives the embedded source its baseline (it subtracts readings).
+        self._safely("observe", lambda: self.source.observe(Window(now, now)), now)
         stored = self.store.load()
         if stored is not None and (stored.student, stored.student_version, stored.teacher) == (
                 self.student, self.student_version, self.teacher):

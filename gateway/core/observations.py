@@ -266,7 +266,8 @@ class EmbeddedSource:
 
     Each ``observe`` takes a snapshot at ``window.end`` and subtracts the latest one taken at
     or before ``window.start``; before such a baseline exists it answers with the data since
-    its earliest snapshot (a shorter window, never data from before the step).
+    its earliest kept snapshot (a shorter window, never data from before the step). The
+    very first call only records the baseline and answers with empty observations.
     """
 
     MAX_HISTORY = 512
@@ -283,7 +284,8 @@ class EmbeddedSource:
         i = bisect.bisect_right(times, window.start) - 1
         baseline = self._history[max(i, 0)][1] if self._history else None
         self._history.append((window.end, current))
-        self._history = self._history[max(i, 0):][-self.MAX_HISTORY:]
+        # Bounded by count, not by the window: one reading per check keeps hours of history.
+        self._history = self._history[-self.MAX_HISTORY:]
         if baseline is None:
             return empty_observations(Window(window.end, window.end), current.teacher, current.student)
         if current.compared < baseline.compared or sum(current.requests.values()) < sum(baseline.requests.values()):

@@ -1,0 +1,173 @@
+"""The reconciler with fakes for its callables; the store and webhook are real."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+from rollout_fixtures import HEALTHY, LOW_AGREEMENT, STUDENT, TEACHER, FakeClock
+
+from gateway.core.rollout import InvalidCommand, RolloutPhase
+from gateway.core.rollout_spec import RolloutSpec
+from gateway.reconciler import EvidenceWriter, RolloutReconciler, WebhookNotifier
+from gateway.rollout_store import RolloutStore, RolloutStoreError
+
+
+class ScriptedSource:
+    """Answers each observe() with the next scripted observations (or raises them)."""
+
+    def __init__(self, *script):
+        self.script, self.windows = list(script), []
+
+    def observe(self, window):
+        self.windows.append(window)
+        if window.start == window.end:          # the priming read at start-up
+            return HEALTHY
+        item = self.script.pop(0) if self.script else HEALTHY
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+class Recorder:
+    def __init__(self, fail_times=0):
+        self.calls, self.fail_times = [], fail_times
+
+    def __call__(self, value):
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise ConnectionError("backend unavailable")
+        self.calls.append(value)
+
+
+def make(tmp_path, *script, spec=None, clock=None, set_weights=None, notify=None, version=""):
+    spec = spec or RolloutSpec(interval_s=60, min_samples=200, failure_threshold=2,
+                               evidence_dir=str(tmp_path / "evidence"))
+    clock = clock or FakeClock(0.0)
+    weights, notes = set_weights or Recorder(), notify or Recorder()
+    rec = RolloutReconciler(spec, RolloutStore(tmp_path / "state.sqlite"), ScriptedSource(*script),
+                            weights, teacher=TEACHER, student=STUDENT, student_version=version,
+                            notify=notes, evidence=EvidenceWriter(spec.evidence_dir,
+                                                                  config={"model_name": "m"},
+                                                                  export_disagreements=lambda p: 0),
+                            clock=clock)
+    return rec, clock, weights, notes
+
+
+def run_ticks(rec, clock, seconds, every=15):
+    """Tick now, then every ``every`` seconds for ``seconds``."""
+    rec.tick()
+    for _ in range(int(seconds / every)):
+        clock.advance(every)
+        rec.tick()
+    return rec.status
+
+
+def test_healthy_rollout_promotes_and_writes_evidence(tmp_path):
+    rec, clock, weights, notes = make(tmp_path)
+    status = run_ticks(rec, clock, 5 * 60)
+    assert status.phase is RolloutPhase.PROMOTED
+    assert [w[STUDENT] for w in weights.calls] == [0.0, 5.0, 10.0, 25.0, 50.0, 100.0]
+    assert [n["kdgate"]["event"] for n in notes.calls] == ["started", "promoted"]
+    bundle_dir = next((tmp_path / "evidence").iterdir())
+    bundle = json.loads((bundle_dir / "evidence.json").read_text())
+    assert bundle["kind"] == "promotion" and len(bundle["checks"]) == 5
+    assert "agreement" in (bundle_dir / "gates.csv").read_text()
+
+
+def test_rollback_survives_restart_and_reasserts_zero(tmp_path):
+    rec, clock, weights, _ = make(tmp_path, HEALTHY, LOW_AGREEMENT, LOW_AGREEMENT)
+    status = run_ticks(rec, clock, 3 * 60)
+    assert (status.phase, status.weight) == (RolloutPhase.ROLLED_BACK, 0.0)
+    assert "agreement" in status.reason
+    # A new controller process on the same state file: still rolled back, weights re-applied.
+    rec2, _, weights2, _ = make(tmp_path, clock=clock)
+    status2 = rec2.tick()
+    assert status2 == rec2.store.load() and status2.phase is RolloutPhase.ROLLED_BACK
+    assert weights2.calls == [{TEACHER: 100.0, STUDENT: 0.0}]
+    assert run_ticks(rec2, clock, 600).phase is RolloutPhase.ROLLED_BACK   # until a person acts
+    assert rec2.command("resume", actor="carol").phase is RolloutPhase.SHADOWING
+    assert [e["kind"] for e in rec2.store.events()][-2:] == ["restored", "command:resume"]
+
+
+def test_new_student_version_starts_a_new_rollout(tmp_path):
+    rec, clock, _, _ = make(tmp_path, version="v1")
+    run_ticks(rec, clock, 2 * 60)
+    assert rec.status.weight == 10.0
+    rec2, _, weights2, _ = make(tmp_path, clock=clock, version="v2")
+    assert rec2.tick().weight == 0.0 and weights2.calls == [{TEACHER: 100.0, STUDENT: 0.0}]
+
+
+def test_failures_never_escape_tick_and_are_retried(tmp_path):
+    weights = Recorder(fail_times=3)
+    rec, clock, weights, notes = make(tmp_path, RuntimeError("prometheus down"), set_weights=weights,
+                                      notify=Recorder(fail_times=99))
+    status = rec.tick()                              # start: set + immediate re-apply both fail
+    assert "set_weights" in status.last_error and weights.calls == []
+    clock.advance(15)
+    rec.tick()                                       # re-apply fails a third time
+    assert weights.calls == []
+    clock.advance(15)
+    rec.tick()                                       # re-applied now
+    assert weights.calls == [{TEACHER: 100.0, STUDENT: 0.0}]
+    clock.advance(30)
+    status = rec.tick()                              # check due: observation raises
+    assert "prometheus down" in status.last_error and status.phase is RolloutPhase.SHADOWING
+    clock.advance(60)
+    status = rec.tick()                              # retried: healthy, advances; error cleared
+    assert status.weight == 5.0 and status.last_error == ""
+    kinds = [e.get("where") for e in rec.store.events() if e["kind"] == "error"]
+    assert {"set_weights", "observe", "notify"} <= set(kinds)
+
+
+def test_unusable_store_does_not_crash_tick(tmp_path):
+    rec, clock, weights, _ = make(tmp_path)
+    (tmp_path / "state.sqlite").write_bytes(b"this is not sqlite" * 100)
+    status = rec.tick()
+    assert status.last_error and weights.calls == []   # nothing changed without a state
+
+
+def test_store_refuses_a_directory_path(tmp_path):
+    with pytest.raises(RolloutStoreError):
+        RolloutStore(tmp_path)
+
+
+def test_commands_are_validated_and_recorded(tmp_path):
+    rec, clock, weights, _ = make(tmp_path)
+    rec.tick()
+    assert rec.command("set_weight", weight=30, actor="dave").weight == 30.0
+    assert weights.calls[-1] == {TEACHER: 70.0, STUDENT: 30.0}
+    with pytest.raises(InvalidCommand):
+        rec.command("set_weight")
+    with pytest.raises(InvalidCommand):
+        rec.command("launch")
+    assert rec.command("abort").phase is RolloutPhase.ABORTED
+    assert RolloutStore(tmp_path / "state.sqlite").load().phase is RolloutPhase.ABORTED
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(500 if b"fail" in body else 200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_posts_json_to_a_real_server():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        notify = WebhookNotifier(f"http://127.0.0.1:{server.server_port}/hook", timeout_s=2)
+        notify({"text": "rolled back", "alerts": []})
+        assert _Hook.received[-1]["text"] == "rolled back"
+        with pytest.raises(Exception, match="500"):
+            notify({"text": "fail"})
+    finally:
+        server.shutdown()
+        server.server_close()
