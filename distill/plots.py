@@ -50,8 +50,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def _scatter_sweep(ax, sweep: list[dict]) -> list[tuple[float, float]]:
     points = []
-    kd = [r for r in sweep if r.get("kind", "kd") == "kd" and r.get("latency_ms_batch1") is not None]
-    base = [r for r in sweep if r.get("kind") == "baseline" and r.get("latency_ms_batch1") is not None]
+    usable = [r for r in sweep if r.get("latency_ms_batch1") is not None and r.get("val_accuracy") is not None]
+    kd = [r for r in usable if r.get("kind", "kd") == "kd"]
+    base = [r for r in usable if r.get("kind") == "baseline"]
     if kd:
         temps = np.array([r["temperature"] for r in kd], dtype=float)
         scatter = ax.scatter([r["latency_ms_batch1"] for r in kd], [100 * r["val_accuracy"] for r in kd],
@@ -118,7 +119,18 @@ def _log_latency_axis(ax) -> None:
     ax.margins(x=0.08)
 
 
+def sweep_score(sweep: list[dict]) -> tuple[str, str, float]:
+    """(key, label, scale) of the validation score the sweep rows carry.
+
+    Classification rows carry ``val_accuracy`` (shown in %), regression rows ``val_neg_mse``.
+    """
+    if any(run.get("val_accuracy") is not None for run in sweep) or not sweep:
+        return "val_accuracy", "validation accuracy (%)", 100.0
+    return "val_neg_mse", "validation −MSE", 1.0
+
+
 def _heatmap_grid(sweep: list[dict]):
+    key, _, scale = sweep_score(sweep)
     kd = [r for r in sweep if r.get("kind", "kd") == "kd"]
     temps = sorted({float(r["temperature"]) for r in kd})
     alphas = sorted({float(r["alpha"]) for r in kd})
@@ -126,35 +138,36 @@ def _heatmap_grid(sweep: list[dict]):
     for i, alpha in enumerate(alphas):
         for j, temp in enumerate(temps):
             # Mean over repeats (several seeds may share one cell).
-            cell = [r["val_accuracy"] for r in kd if float(r["alpha"]) == alpha
-                    and float(r["temperature"]) == temp and r.get("val_accuracy") is not None]
+            cell = [r[key] for r in kd if float(r["alpha"]) == alpha
+                    and float(r["temperature"]) == temp and r.get(key) is not None]
             if cell:
-                grid[i, j] = 100 * float(np.mean(cell))
+                grid[i, j] = scale * float(np.mean(cell))
     chosen = [(alphas.index(float(r["alpha"])), temps.index(float(r["temperature"])))
               for r in kd if r.get("chosen")]
     return temps, alphas, grid, chosen
 
 
 def plot_sweep_heatmap(path: Path, sweep: list[dict]) -> Path:
-    """Temperature × alpha heat map of validation accuracy, chosen cell outlined."""
+    """Temperature × alpha heat map of the validation score, chosen cell outlined."""
     plt = _pyplot()
     temps, alphas, grid, chosen = _heatmap_grid(sweep)
+    label = sweep_score(sweep)[1]
     fig, ax = plt.subplots(figsize=(1.3 * len(temps) + 2.5, 0.8 * len(alphas) + 2))
     image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto", origin="lower")
-    fig.colorbar(image, ax=ax, pad=.02).set_label("validation accuracy (%)")
+    fig.colorbar(image, ax=ax, pad=.02).set_label(label)
     middle = np.nanmean(grid) if np.isfinite(grid).any() else 0
     for i in range(len(alphas)):
         for j in range(len(temps)):
             if np.isfinite(grid[i, j]):
                 color = "black" if grid[i, j] >= middle else "white"
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color=color, fontsize=10)
+                ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", color=color, fontsize=10)
     for i, j in chosen:
         ax.add_patch(plt.Rectangle((j - .5, i - .5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
     ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     ax.set_xlabel("temperature T")
     ax.set_ylabel("alpha (weight of the distillation term)")
-    ax.set_title("Sweep: validation accuracy (%), chosen outlined in red")
+    ax.set_title(f"Sweep: {label}, chosen outlined in red")
     return _save(fig, path)
 
 

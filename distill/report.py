@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.plots import plot_accuracy_vs_latency, plot_per_class, plot_sweep_heatmap
+from distill.plots import plot_accuracy_vs_latency, plot_per_class, plot_sweep_heatmap, sweep_score
 
 VARIANTS = ("teacher", "student", "baseline")
 
@@ -79,7 +79,7 @@ def write_plots(plots_dir: Path, report: dict) -> dict[str, Path]:
         plots["Accuracy vs batch-1 latency"] = plot_accuracy_vs_latency(
             plots_dir / "accuracy_vs_latency.png", report, sweep)
     if any(run.get("kind", "kd") == "kd" for run in sweep):
-        plots["Temperature × alpha (validation accuracy)"] = plot_sweep_heatmap(
+        plots[f"Temperature × alpha ({sweep_score(sweep)[1]})"] = plot_sweep_heatmap(
             plots_dir / "temperature_alpha_heatmap.png", sweep)
     if any((report.get(v) or {}).get("per_class") for v in VARIANTS):
         plots["Per-class accuracy"] = plot_per_class(plots_dir / "per_class_accuracy.png", report)
@@ -186,13 +186,15 @@ def per_class_table(report: dict) -> str:
 
 def sweep_table(sweep: list[dict]) -> str:
     """Every sweep run: kind, temperature, alpha, validation accuracy, params, latency."""
+    key, label, _ = sweep_score(sweep)
     rows, chosen = [], None
-    for index, run in enumerate(sorted(sweep, key=lambda r: -(r.get("val_accuracy") or 0))):
+    ranked = sorted(sweep, key=lambda r: -r[key] if r.get(key) is not None else math.inf)
+    for index, run in enumerate(ranked):
         chosen = index if run.get("chosen") else chosen
         rows.append([_fmt(run.get("kind", "kd")), _fmt(run.get("temperature")), _fmt(run.get("alpha")),
-                     _fmt(run.get("val_accuracy"), "pct"), _fmt(run.get("params"), "int"),
+                     _fmt(run.get(key), "pct" if key == "val_accuracy" else "num"), _fmt(run.get("params"), "int"),
                      _fmt(run.get("latency_ms_batch1"), "ms"), _fmt(run.get("chosen", False))])
-    headers = ["kind", "temperature", "alpha", "validation accuracy", "params", "batch-1 latency", "chosen"]
+    headers = ["kind", "temperature", "alpha", label.replace(" (%)", ""), "params", "batch-1 latency", "chosen"]
     return _table(headers, rows, highlight=chosen)
 
 

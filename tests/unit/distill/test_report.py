@@ -83,12 +83,14 @@ def test_report_tolerates_a_black_box_run_without_baseline_or_sweep(tmp_path):
 
 
 def test_regression_report_shows_mse_and_skips_accuracy_plots(tmp_path):
-    report = {"task": "regression", "sweep": [],
+    sweep = [{"kind": "kd", "temperature": t, "alpha": 0.5, "val_neg_mse": -0.5 / t, "chosen": t == 4,
+              "latency_ms_batch1": 0.01} for t in (1, 2, 4)]
+    report = {"task": "regression", "sweep": sweep,
               "teacher": {"mse": 0.125, "params": 1000, "latency_ms": {"batch1": 0.1}},
               "student": {"mse": 0.25, "params": 100, "latency_ms": {"batch1": 0.01}}}
     page = write_report(tmp_path, report).read_text()
-    assert "test MSE" in page and "0.125" in page
-    assert list((tmp_path / "plots").glob("*.png")) == []
+    assert "test MSE" in page and "0.125" in page and "validation −MSE" in page
+    assert [p.name for p in (tmp_path / "plots").glob("*.png")] == ["temperature_alpha_heatmap.png"]
 
 
 def test_pareto_front_keeps_only_undominated_points():
