@@ -1,0 +1,238 @@
+"""The distill config: one pydantic model for the whole YAML document.
+
+Validated once, at the edge, before any data is generated or any model trained. A bad
+config raises ``ConfigError`` with one line per problem, each naming the field.
+
+Example:
+    >>> config = load_config(Path("distill/configs/mnist1d.yaml"))  # doctest: +SKIP
+    >>> config.sweep.temperatures
+    [1.0, 2.0, 4.0, 8.0, 16.0]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distill.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Mnist1dSettings(_Strict):
+    """How MNIST-1D is generated (offline, with mnist1d.data.make_dataset)."""
+
+    num_samples: int = Field(5000, ge=20, description="Labeled samples generated; split into train and test.")
+    train_split: float = Field(0.8, gt=0, lt=1, description="Share of the labeled samples used for training "
+                               "(0.8 of 5000 is the paper's 4000 train / 1000 test).")
+    seed: int = Field(42, description="Seed of the labeled samples (42 is the paper's dataset).")
+    n_unlabeled: int = Field(40000, ge=0, description="Size of the generated unlabeled transfer set "
+                             "(same generator, another seed, labels dropped; the teacher labels it).")
+    unlabeled_seed: int = Field(1042, description="Seed of the unlabeled transfer set; must differ from 'seed'.")
+
+    @model_validator(mode="after")
+    def _seeds_differ(self) -> "Mnist1dSettings":
+        if self.n_unlabeled and self.unlabeled_seed == self.seed:
+            raise ValueError("unlabeled_seed must differ from seed, or the transfer set repeats the train set")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how it is split."""
+
+    source: Literal["mnist1d", "digits", "npz", "csv"] = Field(
+        "mnist1d", description="mnist1d (generated), digits (scikit-learn), npz or csv (your own file).")
+    path: Path | None = Field(None, description="File for source npz/csv. npz: arrays x, y and optionally "
+                              "x_test, y_test, x_unlabeled. csv: one row per example, a label column.")
+    label_column: str = Field("label", description="csv only: the name of the label column.")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="classification (integer labels) or regression (float targets).")
+    mnist1d: Mnist1dSettings = Field(default_factory=Mnist1dSettings,
+                                     description="Generator settings for source mnist1d.")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of the labeled training data held "
+                                "out for validation (the sweep selects on it, never on the test set).")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Share held out as test set when the "
+                                 "source has no test split of its own (digits, csv, npz without x_test).")
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> "DataConfig":
+        if self.source in ("npz", "csv") and self.path is None:
+            raise ValueError(f"source '{self.source}' needs 'path'")
+        return self
+
+
+class ArchitectureConfig(_Strict):
+    """A built-in network: 1-D CNN, 2-D CNN or MLP."""
+
+    kind: Literal["cnn1d", "cnn2d", "mlp"] = Field("cnn1d", description="Network family.")
+    width: int = Field(32, ge=1, le=4096, description="Channels per conv layer (CNN) or units per layer (MLP).")
+    depth: int = Field(3, ge=1, le=16, description="Number of conv layers (CNN) or hidden layers (MLP).")
+    kernel_size: int = Field(5, ge=1, le=31, description="Kernel size of the first conv layer (later ones use 3).")
+    downsample: Literal["stride", "pool"] = Field(
+        "stride", description="CNN: 'stride' (every conv has stride 2, lean) or 'pool' "
+        "(stride-1 convs, max-pool after every second, more compute).")
+    hidden: int = Field(0, ge=0, le=8192, description="CNN: units of a hidden layer before the output (0 = none).")
+
+
+class TrainConfig(_Strict):
+    """Optimisation settings (AdamW with a one-cycle learning-rate schedule)."""
+
+    epochs: int = Field(20, ge=1, le=10000, description="Passes over the training rows.")
+    batch_size: int = Field(256, ge=1, le=65536, description="Rows per gradient step.")
+    lr: float = Field(1e-2, gt=0, le=10, description="Peak learning rate of the one-cycle schedule.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+
+
+class TeacherConfig(_Strict):
+    """Which teacher: trained here, an ONNX file, or precomputed logits (black box)."""
+
+    source: Literal["train", "onnx", "logits"] = Field(
+        "train", description="train (a built-in architecture, trained here), onnx (an existing model file) "
+        "or logits (precomputed outputs in an npz; no teacher model at all).")
+    path: Path | None = Field(None, description="The .onnx file (source onnx) or .npz of logits (source logits).")
+    outputs: Literal["logits", "probabilities"] = Field(
+        "logits", description="What the teacher's outputs are; probabilities are turned into log-probabilities.")
+    architecture: ArchitectureConfig = Field(
+        default_factory=lambda: ArchitectureConfig(width=128, depth=4, downsample="pool", hidden=256),
+        description="source train: the teacher's architecture.")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, batch_size=128, lr=3e-3,
+                                                                   weight_decay=1e-2),
+                               description="source train: how the teacher is trained.")
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> "TeacherConfig":
+        if self.source in ("onnx", "logits") and self.path is None:
+            raise ValueError(f"teacher source '{self.source}' needs 'path'")
+        return self
+
+
+class StudentConfig(_Strict):
+    """The student (and the same-size no-teacher baseline)."""
+
+    architecture: ArchitectureConfig = Field(default_factory=ArchitectureConfig,
+                                             description="The student's architecture (the baseline's too).")
+    train: TrainConfig = Field(default_factory=TrainConfig,
+                               description="Full schedule of the chosen student (labeled + transfer rows).")
+    baseline_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=60, batch_size=128),
+                                        description="Schedule of the no-teacher baseline (labeled rows only).")
+
+
+class SweepConfig(_Strict):
+    """Temperature x alpha grid, run on a shortened schedule, chosen on validation."""
+
+    temperatures: list[float] = Field([1.0, 2.0, 4.0, 8.0, 16.0], min_length=1,
+                                      description="Distillation temperatures T (> 0).")
+    alphas: list[float] = Field([0.5, 0.7, 0.9], min_length=1,
+                                description="Weights of the distillation term, each in [0, 1].")
+    epochs: int = Field(4, ge=1, description="Epochs of each sweep run (shortened schedule).")
+    data_fraction: float = Field(1.0, gt=0, le=1, description="Share of the transfer rows each sweep run sees.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SweepConfig":
+        if any(t <= 0 for t in self.temperatures):
+            raise ValueError("temperatures must all be > 0")
+        if any(not 0 <= a <= 1 for a in self.alphas):
+            raise ValueError("alphas must all lie in [0, 1]")
+        return self
+
+
+class ExportConfig(_Strict):
+    """What is exported next to the report."""
+
+    int8: bool = Field(True, description="Also write student.int8.onnx (dynamic quantization) and evaluate it.")
+    triton: bool = Field(True, description="Write a Triton model repository under triton/.")
+    parity_tolerance: float = Field(1e-4, gt=0, description="Max abs difference ONNX Runtime vs PyTorch.")
+    latency_repeats: int = Field(300, ge=5, description="Timed calls per latency median.")
+    max_batch_size: int = Field(64, ge=1, description="Triton max_batch_size.")
+
+
+class CostConfig(_Strict):
+    """Prices used for cost per million inferences."""
+
+    teacher_usd_per_hour: float = Field(0.40, ge=0, description="$/hour of one teacher replica.")
+    student_usd_per_hour: float = Field(0.10, ge=0, description="$/hour of one student replica.")
+
+
+class DistillConfig(_Strict):
+    """The whole `kdgate distill` config document."""
+
+    name: str = Field("kdgate", min_length=1, description="A name for this run (shown in the report).")
+    seed: int = Field(0, description="Seed for splits, initialisation and shuffling.")
+    threads: int = Field(2, ge=1, le=64, description="torch intra-op threads for the teacher and evaluation.")
+    student_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads for student training "
+                                 "(small models gain nothing from more, and lose much on a busy CPU).")
+    cache_dir: Path = Field(Path(".kdgate-cache"), description="Where teacher weights and soft labels are "
+                            "cached by content hash (relative paths are relative to the working directory).")
+    data: DataConfig = Field(default_factory=DataConfig, description="The data.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher.")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="The student.")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="The temperature x alpha sweep.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Exported artifacts.")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Prices for cost per inference.")
+
+
+def _format_location(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def config_error_message(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the field by its dotted path.
+
+    Example:
+        >>> try: DistillConfig.model_validate({"sweep": {"alphas": [2]}})
+        ... except ValidationError as e: print(config_error_message(e, "c.yaml"))
+        c.yaml: invalid config:
+          sweep: Value error, alphas must all lie in [0, 1]
+    """
+    lines = [f"{source}: invalid config:"]
+    for problem in err.errors():
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (not allowed here)"
+        lines.append(f"  {_format_location(problem['loc'])}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(document: dict, source: str = "config") -> DistillConfig:
+    """Validate a parsed YAML/JSON document; raise ConfigError naming every bad field."""
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of fields, got {type(document).__name__}")
+    try:
+        return DistillConfig.model_validate(document)
+    except ValidationError as err:
+        raise ConfigError(config_error_message(err, source)) from err
+
+
+def load_config(path: Path | str) -> DistillConfig:
+    """Read and validate a YAML config file; relative data/teacher paths resolve against its folder."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from err
+    config = parse_config(document if document is not None else {}, str(path))
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: DistillConfig, base: Path) -> DistillConfig:
+    """Files named in a config are relative to the config file, like most tools do."""
+    def resolve(p: Path | None) -> Path | None:
+        if p is None or p.is_absolute():
+            return p
+        return (base / p) if (base / p).exists() or not p.exists() else p
+
+    config.data.path = resolve(config.data.path)
+    config.teacher.path = resolve(config.teacher.path)
+    return config
+
+
+def config_json_schema() -> str:
+    """The JSON Schema of the config document (what `kdgate distill --schema` prints)."""
+    return json.dumps(DistillConfig.model_json_schema(), indent=2)
