@@ -171,3 +171,14 @@ def test_webhook_posts_json_to_a_real_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_metrics_accept_every_phase_and_gate(tmp_path):
+    # ray.serve.metrics validates tag keys on every call; no Ray cluster is needed for that.
+    from gateway.reconciler import ServeRolloutMetrics
+
+    rec, clock, _, _ = make(tmp_path, LOW_AGREEMENT, LOW_AGREEMENT)
+    rec.metrics = ServeRolloutMetrics(model="m", student=STUDENT)
+    status = run_ticks(rec, clock, 150)
+    assert status.phase is RolloutPhase.ROLLED_BACK
+    rec.metrics.record_error("observe")
