@@ -93,8 +93,9 @@ def teacher_variant(teacher, soft, ds: Dataset, config: DistillConfig, out_dir: 
         result = measure_onnx(path, ds)
         result.update(file=path.name, sha256=ex.sha256_file(path), params=onnx_param_count(path),
                       max_abs_diff=float(np.max(np.abs(result["outputs"] - soft.test))))
-    else:
-        result = {**quality_metrics(soft.test, ds), "outputs": soft.test}
+    else:  # black box: no model, so nothing to count, time or export
+        result = {**quality_metrics(soft.test, ds), "outputs": soft.test, "params": None, "latency_ms": None,
+                  "torch_latency_ms": None, "onnx_size_bytes": None}
     return {**result, "source": teacher.source, "identity": teacher.identity}
 
 
