@@ -32,8 +32,10 @@ from typing import Any, Protocol
 import httpx
 
 from gateway.core import rollout as sm
+from gateway.core.config import GatewayConfig
+from gateway.core.errors import GatewayConfigError
 from gateway.core.gates import GateResult
-from gateway.core.observations import ObservationSource, Window
+from gateway.core.observations import EmbeddedSource, ObservationSource, Window
 from gateway.core.rollout import (
     Action, InvalidCommand, Notify, RecordCheck, RolloutPhase, RolloutStatus, SetWeights, WriteEvidence,
 )
@@ -201,8 +203,22 @@ class RolloutReconciler:
 
     @property
     def status(self) -> RolloutStatus:
+        """The current status (never raises: an unreadable state gives a teacher-only status)."""
         with self._lock:
-            return self._ensure_status(self.clock())
+            now = self.clock()
+            try:
+                return self._ensure_status(now)
+            except Exception as err:  # noqa: BLE001 -- the admin API shows the error instead
+                self._record_error("load", err, now)
+                return self._fallback_status(now)
+
+    def update_spec(self, spec: RolloutSpec) -> None:
+        """A new rollout policy (gateway reconfigure): keep the weight, re-derive the step."""
+        with self._lock:
+            self.spec = spec
+            if self._status is not None:
+                self._status = sm.realign(spec, self._status)
+                self._safely("persist", lambda: self.store.save(self._status), self.clock())
 
     def tick(self, now: float | None = None) -> RolloutStatus:
         """Run one reconcile pass; never raises. Returns the (possibly unchanged) status."""
@@ -217,6 +233,12 @@ class RolloutReconciler:
             except Exception as err:  # noqa: BLE001 -- the control loop never dies
                 self._record_error("tick", err, now)
             return self._status if self._status is not None else self._fallback_status(now)
+
+    def history(self, limit: int = 200) -> dict[str, Any]:
+        """Recent checks and events of this rollout (for ``kdgate rollout status``)."""
+        status = self.status
+        return {"status": status.to_dict(), "checks": self.store.checks(since=status.started_at, limit=limit),
+                "events": self.store.events(limit=limit)}
 
     def command(self, name: str, *, actor: str = "operator", weight: float | None = None) -> RolloutStatus:
         """Apply a manual command (promote, pause, resume, abort, set_weight).
@@ -325,6 +347,49 @@ class RolloutReconciler:
         return RolloutStatus(teacher=self.teacher, student=self.student, phase=RolloutPhase.PAUSED, step_index=0,
                              weight=0.0, started_at=now, step_started_at=now, updated_at=now,
                              last_error="rollout state unavailable")
+
+
+def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict[str, float]], None],
+                           snapshot: Callable[[], dict] | None = None,
+                           export_disagreements: Callable[[str], int] | None = None,
+                           clock: Callable[[], float] = time.time, metrics: RolloutMetrics | None = None,
+                           notify: Callable[[dict[str, Any]], None] | None = None) -> RolloutReconciler:
+    """The reconciler for ``config.rollout``: names, versions, prices and the manifest come from
+    the variants; observations from ``snapshot()`` (merged replica snapshots, embedded) or
+    Prometheus (``rollout.source: prometheus``).
+    """
+    spec = config.rollout
+    if spec is None:
+        raise GatewayConfigError([("rollout", "no rollout policy in this config")])
+    teacher, student = config.teacher, config.variant(config.rollout_student)
+    reference = _read_manifest(student.manifest_path)
+    prices = {v.name: v.usd_per_hour for v in config.variants}
+    if spec.source == "prometheus":
+        from gateway.prometheus_source import PrometheusSource  # noqa: PLC0415
+
+        source: ObservationSource = PrometheusSource(spec.prometheus, model=config.model_name, teacher=teacher.name,
+                                                     student=student.name, reference=reference, usd_per_hour=prices)
+    elif snapshot is None:
+        raise GatewayConfigError([("rollout.source", "embedded observations need the replicas' snapshots")])
+    else:
+        source = EmbeddedSource(snapshot, teacher=teacher.name, student=student.name, reference=reference,
+                                usd_per_hour=prices)
+    evidence = EvidenceWriter(spec.evidence_dir, config=config.model_dump(mode="json"),
+                              export_disagreements=export_disagreements)
+    return RolloutReconciler(spec, RolloutStore(spec.state_path), source, set_weights, teacher=teacher.name,
+                             student=student.name, student_version=student.version, notify=notify,
+                             evidence=evidence, clock=clock, metrics=metrics)
+
+
+def _read_manifest(path: str | None) -> dict[str, Any] | None:
+    """The student's manifest.json (its reference statistics), or None (input drift: no data)."""
+    if not path:
+        return None
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as err:
+        log.warning("manifest %s unreadable (%s): the input drift gate will report no data", path, err)
+        return None
 
 
 def _with_error(status: RolloutStatus, message: str, now: float) -> RolloutStatus:

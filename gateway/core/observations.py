@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.core.stats import merge_snapshots
+
 PRIMARY, SHADOW = "primary", "shadow"
 
 
@@ -173,6 +175,19 @@ class Observations:
     def latency_quantile(self, variant: str, q: float, route: str | None = None) -> float | None:
         return self.latency_histogram(variant, route).quantile(q)
 
+    def has_negative_counts(self) -> bool:
+        """True when some count is below zero (a difference across a counter reset)."""
+        def negative(value: Any) -> bool:
+            if isinstance(value, LatencyHistogram):
+                return any(c < 0 for c in value.counts)
+            if isinstance(value, Mapping):
+                return any(negative(v) for v in value.values())
+            if isinstance(value, (list, tuple)):
+                return any(negative(v) for v in value)
+            return value < -1e-9
+
+        return any(negative(v) for k, v in self._additive().items() if k not in ("kl_sum", "cost_usd"))
+
     def _additive(self) -> dict[str, Any]:
         names = ("compared", "agreements", "kl_sum", "requests", "errors", "inferences",
                  "cost_usd", "latency", "class_counts", "input_bins")
@@ -288,8 +303,36 @@ class EmbeddedSource:
         self._history = self._history[-self.MAX_HISTORY:]
         if baseline is None:
             return empty_observations(Window(window.end, window.end), current.teacher, current.student)
-        if current.compared < baseline.compared or sum(current.requests.values()) < sum(baseline.requests.values()):
-            # The stats were reset (replica restart, reconfigure): everything since is new.
+        observed = current.minus(baseline)
+        if observed.has_negative_counts():
+            # Counters went down: stats were reset (new WindowStats, new reference edges) or a
+            # replica vanished. Restart the baseline; this check waits rather than guess.
             self._history = [(window.end, current)]
-            return current
-        return current.minus(baseline)
+            return empty_observations(Window(window.end, window.end), current.teacher, current.student)
+        return observed
+
+
+class ReplicaSnapshots:
+    """Latest ``WindowStats`` snapshot per gateway replica, merged into one cumulative reading.
+
+    Replicas push their snapshots (e.g. every second); :meth:`merged` feeds an
+    :class:`EmbeddedSource`. A replica that reset its stats (``started_at`` changed) keeps
+    its old counts in a retired total, so the merged counters never go down.
+
+    >>> agg = ReplicaSnapshots(); agg.merged()
+    {}
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[str, Mapping[str, Any]] = {}
+        self._retired: list[Mapping[str, Any]] = []
+
+    def report(self, replica_id: str, snapshot: Mapping[str, Any]) -> None:
+        previous = self._live.get(replica_id)
+        if previous is not None and previous.get("started_at") != snapshot.get("started_at"):
+            self._retired = [merge_snapshots([*self._retired, previous])]
+        self._live[replica_id] = snapshot
+
+    def merged(self) -> dict:
+        snapshots = [*self._retired, *self._live.values()]
+        return merge_snapshots(snapshots) if snapshots else {}

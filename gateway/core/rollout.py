@@ -285,6 +285,20 @@ def rollback(spec: RolloutSpec, status: RolloutStatus, now: float, reason: str) 
                  WriteEvidence("rollback", text, now)]
 
 
+def realign(spec: RolloutSpec, status: RolloutStatus) -> RolloutStatus:
+    """The status under a changed spec: the step index follows the current weight.
+
+    The weight itself never moves on a spec change; the next check decides from there.
+    """
+    if status.phase is RolloutPhase.PROMOTED:
+        return status
+    index = _step_at_or_below(spec, status.weight)
+    phase = status.phase
+    if phase in ACTIVE_PHASES:
+        phase = _phase_for(spec, index)
+    return dataclasses.replace(status, step_index=index, phase=phase)
+
+
 # --- manual commands (the admin API calls these, audits them and persists the result) ---
 
 def promote(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> tuple[RolloutStatus, list[Action]]:

@@ -6,7 +6,7 @@ import pytest
 from rollout_fixtures import FakeClock
 
 from gateway.core.compare import compare_classification
-from gateway.core.observations import EmbeddedSource, Window, from_window_snapshot
+from gateway.core.observations import EmbeddedSource, ReplicaSnapshots, Window, from_window_snapshot
 from gateway.core.stats import PRIMARY, SHADOW, WindowStats, histogram_quantile, merge_snapshots
 
 EDGES = [[-0.5, 0.0, 0.5]] * 2
@@ -73,7 +73,29 @@ def test_embedded_source_survives_a_stats_reset():
     source.observe(Window(0, 60))
     stats.reset()
     record_traffic(stats, 30, rng=rng)
-    assert source.observe(Window(60, 120)).compared == 30     # never negative counts
+    after_reset = source.observe(Window(60, 120))
+    assert after_reset.compared == 0 and not after_reset.has_negative_counts()   # waits, never negative
+    record_traffic(stats, 20, rng=rng)
+    assert source.observe(Window(120, 180)).compared == 20     # counted from the reset on
+
+
+def test_replica_snapshots_never_go_down_when_a_replica_resets():
+    rng, clock = np.random.default_rng(4), FakeClock(0.0)
+    a, b = WindowStats(clock=clock), WindowStats(clock=clock)
+    replicas = ReplicaSnapshots()
+    source = EmbeddedSource(replicas.merged, teacher="teacher", student="student")
+    source.observe(Window(0, 0))
+    record_traffic(a, 40, rng=rng)
+    record_traffic(b, 10, rng=rng)
+    replicas.report("a", a.snapshot())
+    replicas.report("b", b.snapshot())
+    assert source.observe(Window(0, 60)).compared == 50
+    clock.advance(61)
+    a.reset()                                   # replica a restarted its stats
+    record_traffic(a, 5, rng=rng)
+    replicas.report("a", a.snapshot())
+    assert source.observe(Window(60, 120)).compared == 5
+    assert replicas.merged()["replicas"] == 3   # a (retired), a (new), b
 
 
 def test_shifted_inputs_show_as_input_drift():

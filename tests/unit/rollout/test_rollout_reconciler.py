@@ -8,6 +8,7 @@ import threading
 import pytest
 from rollout_fixtures import HEALTHY, LOW_AGREEMENT, STUDENT, TEACHER, FakeClock
 
+from gateway.core.observations import Window
 from gateway.core.rollout import InvalidCommand, RolloutPhase
 from gateway.core.rollout_spec import RolloutSpec
 from gateway.reconciler import EvidenceWriter, RolloutReconciler, WebhookNotifier
@@ -182,3 +183,51 @@ def test_serve_metrics_accept_every_phase_and_gate(tmp_path):
     status = run_ticks(rec, clock, 150)
     assert status.phase is RolloutPhase.ROLLED_BACK
     rec.metrics.record_error("observe")
+
+
+def _gateway_config(tmp_path, **rollout):
+    from gateway.core.config import load_gateway_config
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"reference": {"inputs": {"edges": [[0.0]] * 3,
+                                                             "fractions": [[0.5, 0.5]] * 3}}}))
+    return load_gateway_config({
+        "model_name": "mnist1d",
+        "variants": [
+            {"name": "teacher", "role": "teacher", "backend": "onnx", "model_path": "t.onnx", "usd_per_hour": 3.0},
+            {"name": "student-v2", "role": "student", "backend": "onnx", "model_path": "s.onnx", "version": "7",
+             "manifest_path": str(manifest), "usd_per_hour": 0.3},
+        ],
+        "routing": {"weights": {"teacher": 100}},
+        "rollout": {"state_path": str(tmp_path / "state.sqlite"), "evidence_dir": str(tmp_path / "ev"), **rollout},
+    })
+
+
+def test_reconciler_from_config_wires_names_versions_and_reference(tmp_path):
+    from gateway.core.errors import GatewayConfigError
+    from gateway.core.stats import WindowStats
+    from gateway.prometheus_source import PrometheusSource
+    from gateway.reconciler import reconciler_from_config
+
+    config = _gateway_config(tmp_path)
+    weights = Recorder()
+    rec = reconciler_from_config(config, set_weights=weights, snapshot=WindowStats().snapshot, clock=FakeClock(0.0))
+    status = rec.tick()
+    assert (status.teacher, status.student, status.student_version) == ("teacher", "student-v2", "7")
+    assert weights.calls == [{"teacher": 100.0, "student-v2": 0.0}]
+    assert rec.source.observe(Window(0, 1)).input_reference == [[0.5, 0.5]] * 3
+    with pytest.raises(GatewayConfigError, match="snapshots"):
+        reconciler_from_config(config, set_weights=weights)
+    prom = reconciler_from_config(_gateway_config(tmp_path, source="prometheus", prometheus={"url": "http://p:9090"}),
+                                  set_weights=weights)
+    assert isinstance(prom.source, PrometheusSource) and prom.source.model == "mnist1d"
+
+
+def test_update_spec_keeps_the_weight_and_realigns_the_step(tmp_path):
+    rec, clock, _, _ = make(tmp_path)
+    run_ticks(rec, clock, 3 * 60)
+    assert (rec.status.weight, rec.status.step_index) == (25.0, 3)
+    rec.update_spec(rec.spec.model_copy(update={"steps": ["shadow", 20, 40, 100]}))
+    assert (rec.status.weight, rec.status.step_index) == (25.0, 1)
+    status = run_ticks(rec, clock, 60)
+    assert status.weight == 40.0          # next step of the new policy
