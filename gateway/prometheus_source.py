@@ -38,6 +38,9 @@ METRICS = {
 }
 
 
+Sample = tuple[dict[str, str], float]  # (labels, value) of one instant-vector element
+
+
 class PrometheusQueryError(GatewayError):
     """Prometheus could not be reached or answered with an error."""
 
@@ -59,7 +62,7 @@ def increase_query(metric: str, by: tuple[str, ...], matchers: str, seconds: int
     return f"{grouping}(increase({metric}{matchers}[{seconds}s]))"
 
 
-def parse_vector(body: Mapping[str, Any]) -> list[tuple[dict[str, str], float]]:
+def parse_vector(body: Mapping[str, Any]) -> list[Sample]:
     """``(labels, value)`` pairs of an instant-vector answer; raises on an error answer."""
     if body.get("status") != "success":
         raise PrometheusQueryError(f"prometheus: {body.get('errorType', 'error')}: {body.get('error', body)}")
@@ -74,7 +77,7 @@ def parse_vector(body: Mapping[str, Any]) -> list[tuple[dict[str, str], float]]:
     return out
 
 
-def histograms_from_buckets(samples: list[tuple[dict[str, str], float]]) -> dict[str, dict[str, LatencyHistogram]]:
+def histograms_from_buckets(samples: list[Sample]) -> dict[str, dict[str, LatencyHistogram]]:
     """Cumulative ``le`` bucket samples -> variant -> route -> :class:`LatencyHistogram`."""
     grouped: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for labels, value in samples:
@@ -100,7 +103,7 @@ class PrometheusSource:
         self.usd_per_hour = dict(usd_per_hour or {})
         self.client = client or httpx.Client(timeout=spec.timeout_s)
 
-    def query(self, promql: str, at: float) -> list[tuple[dict[str, str], float]]:
+    def query(self, promql: str, at: float) -> list[Sample]:
         """One instant query evaluated at ``at`` (unix seconds)."""
         url = self.spec.url.rstrip("/") + "/api/v1/query"
         try:
@@ -133,7 +136,7 @@ class PrometheusSource:
         results = {name: self.query(promql, window.end) for name, promql in self.queries(window).items()}
         return self.to_observations(window, results)
 
-    def to_observations(self, window: Window, results: Mapping[str, list[tuple[dict[str, str], float]]]) -> Observations:
+    def to_observations(self, window: Window, results: Mapping[str, list[Sample]]) -> Observations:
         """Observations from the parsed answers of :meth:`queries` (pure; tested with recorded JSON)."""
         requests: dict[str, float] = defaultdict(float)
         errors: dict[str, float] = defaultdict(float)
@@ -158,7 +161,7 @@ class PrometheusSource:
         )
 
 
-def _indexed_counts(samples: list[tuple[dict[str, str], float]], key: str, index: str) -> dict[str, list[float]]:
+def _indexed_counts(samples: list[Sample], key: str, index: str) -> dict[str, list[float]]:
     """``{key: [count per integer index]}`` from samples labelled with both."""
     out: dict[str, list[float]] = {}
     for labels, value in samples:
@@ -169,7 +172,7 @@ def _indexed_counts(samples: list[tuple[dict[str, str], float]], key: str, index
     return out
 
 
-def _input_bins(samples: list[tuple[dict[str, str], float]]) -> tuple[tuple[float, ...], ...]:
+def _input_bins(samples: list[Sample]) -> tuple[tuple[float, ...], ...]:
     by_feature = _indexed_counts(samples, "feature", "bin")
     if not by_feature:
         return ()

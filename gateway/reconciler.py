@@ -19,7 +19,7 @@ Hosting (in the gateway app)::
 """
 from __future__ import annotations
 
-import csv
+import asyncio
 import dataclasses
 import json
 import logging
@@ -35,12 +35,12 @@ from gateway.core import rollout as sm
 from gateway.core.config import GatewayConfig
 from gateway.core.errors import GatewayConfigError
 from gateway.core.gates import GateResult
-from gateway.core.observations import EmbeddedSource, ObservationSource, Window
+from gateway.core.observations import EmbeddedSource, ObservationSource, ReplicaSnapshots, Window
 from gateway.core.rollout import (
     Action, InvalidCommand, Notify, RecordCheck, RolloutPhase, RolloutStatus, SetWeights, WriteEvidence,
 )
 from gateway.core.rollout_spec import RolloutSpec
-from gateway.rollout_store import RolloutStore
+from gateway.rollout_store import EvidenceWriter, RolloutStore
 
 log = logging.getLogger("kdgate.rollout")
 
@@ -131,48 +131,6 @@ class WebhookNotifier:
         response.raise_for_status()
 
 
-class EvidenceWriter:
-    """Write an evidence bundle directory: status, config, gate values over time, disagreements.
-
-    ``export_disagreements(path) -> rows`` is the capture store's ``export_npz``.
-    """
-
-    def __init__(self, directory: str | pathlib.Path, *, config: dict[str, Any] | None = None,
-                 export_disagreements: Callable[[str], int] | None = None):
-        self.directory = pathlib.Path(directory)
-        self.config = config or {}
-        self.export_disagreements = export_disagreements
-
-    def __call__(self, action: WriteEvidence, status: RolloutStatus, checks: list[dict[str, Any]],
-                 spec: RolloutSpec) -> pathlib.Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(action.at))
-        out = self.directory / f"{stamp}-{action.kind}-{status.student}"
-        out.mkdir(parents=True, exist_ok=True)
-        disagreements: dict[str, Any] = {"path": None, "rows": 0}
-        if self.export_disagreements is not None:
-            try:
-                rows = self.export_disagreements(str(out / "disagreements.npz"))
-                disagreements = {"path": "disagreements.npz", "rows": rows}
-            except Exception as err:  # noqa: BLE001 -- evidence without captures beats no evidence
-                disagreements["error"] = f"{type(err).__name__}: {err}"
-        bundle = {"kind": action.kind, "reason": action.reason, "at": action.at, "status": status.to_dict(),
-                  "spec": spec.model_dump(mode="json"), "config": self.config, "disagreements": disagreements,
-                  "checks": checks}
-        (out / "evidence.json").write_text(json.dumps(bundle, indent=1, default=str))
-        _write_gates_csv(out / "gates.csv", checks)
-        return out
-
-
-def _write_gates_csv(path: pathlib.Path, checks: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["at", "phase", "step_index", "weight", "verdict", "gate", "status", "value", "threshold"])
-        for c in checks:
-            for g in c["gates"]:
-                writer.writerow([c["at"], c["phase"], c["step_index"], c["weight"], c["verdict"], g["name"],
-                                 g["status"], g["value"], g["threshold"]])
-
-
 class RolloutReconciler:
     """Drive one rollout: restore or start it, run due checks, apply actions, persist.
 
@@ -189,7 +147,9 @@ class RolloutReconciler:
         self.spec, self.store, self.source = spec, store, source
         self.set_weights, self.clock = set_weights, clock
         self.teacher, self.student, self.student_version = teacher, student, student_version
-        self.notify = notify or (WebhookNotifier(spec.webhook_url, spec.webhook_timeout_s) if spec.webhook_url else None)
+        if notify is None and spec.webhook_url:
+            notify = WebhookNotifier(spec.webhook_url, spec.webhook_timeout_s)
+        self.notify = notify
         self.evidence = evidence or EvidenceWriter(spec.evidence_dir)
         self.metrics = metrics or NullMetrics()
         self._lock = threading.RLock()
@@ -308,7 +268,8 @@ class RolloutReconciler:
     def _apply(self, actions: list[Action], now: float) -> None:
         for action in actions:
             if isinstance(action, SetWeights):
-                self._weights_applied = self._safely("set_weights", lambda a=action: self.set_weights(dict(a.weights)), now)
+                apply_weights = lambda a=action: self.set_weights(dict(a.weights))  # noqa: E731
+                self._weights_applied = self._safely("set_weights", apply_weights, now)
             elif isinstance(action, Notify) and self.notify is not None:
                 self._safely("notify", lambda a=action: self.notify(a.payload), now)
             elif isinstance(action, WriteEvidence):
@@ -379,6 +340,66 @@ def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict
     return RolloutReconciler(spec, RolloutStore(spec.state_path), source, set_weights, teacher=teacher.name,
                              student=student.name, student_version=student.version, notify=notify,
                              evidence=evidence, clock=clock, metrics=metrics)
+
+
+class RolloutController:
+    """Host-neutral glue for the gateway: replicas push snapshots and pull weights; a loop ticks.
+
+    Hosted by one single-replica Serve deployment (see :func:`run`); each gateway replica
+    calls :meth:`sync` about once a second with its ``WindowStats`` snapshot and applies the
+    weights it gets back, so a rollback reaches every replica within one sync period and
+    in-flight requests finish on the variant that took them.
+
+    Example::
+
+        controller = RolloutController(config, export_disagreements=capture.export_npz)
+        asyncio.create_task(controller.run())
+        answer = controller.sync("replica-1", stats.snapshot())   # {"weights": {...}, "phase": ...}
+    """
+
+    def __init__(self, config: GatewayConfig, **kwargs: Any):
+        self.snapshots = ReplicaSnapshots()
+        self._weights = config.effective_weights()   # until the rollout sets (or restores) its own
+        self.reconciler = reconciler_from_config(config, set_weights=self._set_weights,
+                                                 snapshot=self.snapshots.merged, **kwargs)
+        self._phase: str | None = None
+        self._stopped = False
+        self._wake: asyncio.Event | None = None
+
+    def _set_weights(self, weights: dict[str, float]) -> None:
+        self._weights = {**{name: 0.0 for name in self._weights}, **weights}
+
+    def sync(self, replica_id: str, snapshot: dict) -> dict[str, Any]:
+        """Take a replica's snapshot; answer the split it must route with (cheap, never blocks on a tick)."""
+        self.snapshots.report(replica_id, snapshot)
+        return {"weights": dict(self._weights), "phase": self._phase}
+
+    def tick(self) -> RolloutStatus:
+        status = self.reconciler.tick()
+        self._phase = status.phase.value
+        return status
+
+    async def run(self) -> None:
+        """Tick every ``tick_period_s`` until :meth:`stop`; ticks run in a thread (SQLite, HTTP)."""
+        self._wake = asyncio.Event()
+        while not self._stopped:
+            await asyncio.to_thread(self.tick)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.reconciler.tick_period_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """End :meth:`run` (call it on the loop that runs it)."""
+        self._stopped = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def command(self, name: str, *, actor: str, weight: float | None = None) -> dict[str, Any]:
+        """A manual command (raises InvalidCommand -> 409); returns the new status as a dict."""
+        status = self.reconciler.command(name, actor=actor, weight=weight)
+        self._phase = status.phase.value
+        return status.to_dict()
 
 
 def _read_manifest(path: str | None) -> dict[str, Any] | None:

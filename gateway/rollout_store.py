@@ -1,4 +1,5 @@
-"""Persistence of the rollout: status, check history and events in one SQLite file.
+"""Persistence of the rollout: status, check history and events in one SQLite file, and
+evidence bundles (:class:`EvidenceWriter`) as directories of JSON/CSV.
 
 The file lives on a volume on Kubernetes, so a restarted controller resumes where it
 stopped (a rolled-back student stays rolled back). Each call opens its own connection:
@@ -14,15 +15,18 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import json
 import pathlib
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.core.errors import GatewayError
-from gateway.core.rollout import RecordCheck, RolloutStatus
+from gateway.core.rollout import RecordCheck, RolloutStatus, WriteEvidence
+from gateway.core.rollout_spec import RolloutSpec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL, updated_at REAL);
@@ -108,3 +112,45 @@ class RolloutStore:
             rows = db.execute("SELECT at, kind, body FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) "
                               "ORDER BY id", (limit,)).fetchall()
         return [{"at": at, "kind": kind, **json.loads(body)} for at, kind, body in rows]
+
+
+class EvidenceWriter:
+    """Write an evidence bundle directory: status, config, gate values over time, disagreements.
+
+    ``export_disagreements(path) -> rows`` is the capture store's ``export_npz``.
+    """
+
+    def __init__(self, directory: str | pathlib.Path, *, config: dict[str, Any] | None = None,
+                 export_disagreements: Callable[[str], int] | None = None):
+        self.directory = pathlib.Path(directory)
+        self.config = config or {}
+        self.export_disagreements = export_disagreements
+
+    def __call__(self, action: WriteEvidence, status: RolloutStatus, checks: list[dict[str, Any]],
+                 spec: RolloutSpec) -> pathlib.Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(action.at))
+        out = self.directory / f"{stamp}-{action.kind}-{status.student}"
+        out.mkdir(parents=True, exist_ok=True)
+        disagreements: dict[str, Any] = {"path": None, "rows": 0}
+        if self.export_disagreements is not None:
+            try:
+                rows = self.export_disagreements(str(out / "disagreements.npz"))
+                disagreements = {"path": "disagreements.npz", "rows": rows}
+            except Exception as err:  # noqa: BLE001 -- evidence without captures beats no evidence
+                disagreements["error"] = f"{type(err).__name__}: {err}"
+        bundle = {"kind": action.kind, "reason": action.reason, "at": action.at, "status": status.to_dict(),
+                  "spec": spec.model_dump(mode="json"), "config": self.config, "disagreements": disagreements,
+                  "checks": checks}
+        (out / "evidence.json").write_text(json.dumps(bundle, indent=1, default=str))
+        _write_gates_csv(out / "gates.csv", checks)
+        return out
+
+
+def _write_gates_csv(path: pathlib.Path, checks: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["at", "phase", "step_index", "weight", "verdict", "gate", "status", "value", "threshold"])
+        for c in checks:
+            for g in c["gates"]:
+                writer.writerow([c["at"], c["phase"], c["step_index"], c["weight"], c["verdict"], g["name"],
+                                 g["status"], g["value"], g["threshold"]])

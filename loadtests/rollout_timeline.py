@@ -139,7 +139,8 @@ def format_timeline(checks: list[dict[str, Any]], t0: float | None = None) -> st
     for c in checks:
         gates = {g["name"]: g for g in c["gates"]}
         cells = " ".join(f"{_cell(gates.get(name)):>11}" for name in GATE_COLUMNS)
-        lines.append(f"{c['at'] - t0:7.0f} {c['phase']:<12} {c['weight']:6g} {cells}  {c['verdict']:<8} {c['decision']}")
+        row = f"{c['at'] - t0:7.0f} {c['phase']:<12} {c['weight']:6g} {cells}"
+        lines.append(f"{row}  {c['verdict']:<8} {c['decision']}")
     return "\n".join(lines)
 
 

@@ -67,7 +67,8 @@ def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.nda
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def psi_per_feature(reference_fractions: Sequence[Sequence[float]], bin_counts: Sequence[Sequence[float]]) -> list[float | None]:
+def psi_per_feature(reference_fractions: Sequence[Sequence[float]],
+                    bin_counts: Sequence[Sequence[float]]) -> list[float | None]:
     """PSI of each feature's live bin counts against its reference fractions.
 
     A feature with no live rows gets ``None``.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -326,13 +327,18 @@ class ReplicaSnapshots:
     def __init__(self) -> None:
         self._live: dict[str, Mapping[str, Any]] = {}
         self._retired: list[Mapping[str, Any]] = []
+        self._lock = threading.Lock()  # replicas report on the event loop, the controller reads in a thread
 
     def report(self, replica_id: str, snapshot: Mapping[str, Any]) -> None:
-        previous = self._live.get(replica_id)
-        if previous is not None and previous.get("started_at") != snapshot.get("started_at"):
-            self._retired = [merge_snapshots([*self._retired, previous])]
-        self._live[replica_id] = snapshot
+        if not snapshot:
+            return
+        with self._lock:
+            previous = self._live.get(replica_id)
+            if previous is not None and previous.get("started_at") != snapshot.get("started_at"):
+                self._retired = [merge_snapshots([*self._retired, previous])]
+            self._live[replica_id] = snapshot
 
     def merged(self) -> dict:
-        snapshots = [*self._retired, *self._live.values()]
+        with self._lock:
+            snapshots = [*self._retired, *self._live.values()]
         return merge_snapshots(snapshots) if snapshots else {}

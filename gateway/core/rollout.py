@@ -138,6 +138,7 @@ class RecordCheck:
 
 
 Action = SetWeights | Notify | WriteEvidence | RecordCheck
+Transition = tuple[RolloutStatus, list[Action]]  # what every transition returns
 
 
 SEVERITY = {"rolled_back": "critical", "aborted": "warning"}
@@ -187,7 +188,7 @@ def _notify(status: RolloutStatus, event: str, summary: str, now: float) -> Noti
 
 
 def start(spec: RolloutSpec, *, teacher: str, student: str, now: float,
-          student_version: str = "") -> tuple[RolloutStatus, list[Action]]:
+          student_version: str = "") -> Transition:
     """A new rollout at the first step (the weights are set to it)."""
     weight = spec.step_weights()[0]
     status = RolloutStatus(teacher=teacher, student=student, student_version=student_version,
@@ -217,7 +218,7 @@ def _describe_failures(failing: list[GateResult]) -> str:
 
 
 def step(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
-         now: float) -> tuple[RolloutStatus, list[Action]]:
+         now: float) -> Transition:
     """One analysis check: advance, wait, count a failure, promote or roll back."""
     if status.phase not in ACTIVE_PHASES:
         return status, []
@@ -245,7 +246,7 @@ def step(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     return new, [record, *actions]
 
 
-def _advance(spec: RolloutSpec, status: RolloutStatus, now: float) -> tuple[RolloutStatus, list[Action]]:
+def _advance(spec: RolloutSpec, status: RolloutStatus, now: float) -> Transition:
     index = status.step_index + 1
     weight = spec.step_weights()[index]
     if index == len(spec.steps) - 1:
@@ -256,7 +257,7 @@ def _advance(spec: RolloutSpec, status: RolloutStatus, now: float) -> tuple[Roll
     return new, [SetWeights(new.weights(), reason)]
 
 
-def _promoted(status: RolloutStatus, now: float, reason: str) -> tuple[RolloutStatus, list[Action]]:
+def _promoted(status: RolloutStatus, now: float, reason: str) -> Transition:
     new = dataclasses.replace(status, phase=RolloutPhase.PROMOTED, weight=100.0, step_started_at=now,
                               updated_at=now, consecutive_failures=0, paused_from=None,
                               reason=f"promoted to 100 %: {reason}", failing=())
@@ -265,7 +266,7 @@ def _promoted(status: RolloutStatus, now: float, reason: str) -> tuple[RolloutSt
 
 
 def _count_failure(spec: RolloutSpec, status: RolloutStatus, failing: list[GateResult], reason: str,
-                   now: float) -> tuple[RolloutStatus, list[Action]]:
+                   now: float) -> Transition:
     failures = status.consecutive_failures + 1
     new = dataclasses.replace(status, consecutive_failures=failures, failing=tuple(failing),
                               reason=f"check failed ({failures}/{spec.failure_threshold}): {reason}")
@@ -274,7 +275,7 @@ def _count_failure(spec: RolloutSpec, status: RolloutStatus, failing: list[GateR
     return rollback(spec, new, now, reason)
 
 
-def rollback(spec: RolloutSpec, status: RolloutStatus, now: float, reason: str) -> tuple[RolloutStatus, list[Action]]:
+def rollback(spec: RolloutSpec, status: RolloutStatus, now: float, reason: str) -> Transition:
     """Student to 0 % (or one step back); RolledBack until a person acts."""
     index = 0 if spec.rollback_mode == "zero" else max(status.step_index - 1, 0)
     weight = 0.0 if spec.rollback_mode == "zero" else spec.step_weights()[index]
@@ -301,23 +302,24 @@ def realign(spec: RolloutSpec, status: RolloutStatus) -> RolloutStatus:
 
 # --- manual commands (the admin API calls these, audits them and persists the result) ---
 
-def promote(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> tuple[RolloutStatus, list[Action]]:
+def promote(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
     """Skip the remaining gates: student to 100 %, phase Promoted."""
     if status.phase is RolloutPhase.PROMOTED:
         raise InvalidCommand("the student is already promoted")
     return _promoted(status, now, f"manual promotion by {actor}")
 
 
-def pause(status: RolloutStatus, now: float, actor: str = "operator") -> tuple[RolloutStatus, list[Action]]:
+def pause(status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
     """Hold the current weights; no checks until :func:`resume`."""
     if status.phase not in ACTIVE_PHASES:
         raise InvalidCommand(f"cannot pause a rollout in phase {status.phase.value}")
     reason = f"paused by {actor} at {status.weight:g} %"
-    new = dataclasses.replace(status, phase=RolloutPhase.PAUSED, paused_from=status.phase, updated_at=now, reason=reason)
+    new = dataclasses.replace(status, phase=RolloutPhase.PAUSED, paused_from=status.phase, updated_at=now,
+                              reason=reason)
     return new, [_notify(new, "paused", reason, now)]
 
 
-def resume(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> tuple[RolloutStatus, list[Action]]:
+def resume(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
     """Restart the analysis at the step at or below the current weight, with fresh counters.
 
     Works from Paused, RolledBack and Aborted (a person decided to try again).
@@ -335,7 +337,7 @@ def resume(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "o
     return new, [SetWeights(new.weights(), reason), _notify(new, "resumed", reason, now)]
 
 
-def abort(status: RolloutStatus, now: float, actor: str = "operator") -> tuple[RolloutStatus, list[Action]]:
+def abort(status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
     """Stop the rollout: student to 0 %, phase Aborted."""
     if status.phase is RolloutPhase.ABORTED:
         raise InvalidCommand("the rollout is already aborted")
@@ -347,7 +349,7 @@ def abort(status: RolloutStatus, now: float, actor: str = "operator") -> tuple[R
 
 
 def set_weight(spec: RolloutSpec, status: RolloutStatus, weight: float, now: float,
-               actor: str = "operator") -> tuple[RolloutStatus, list[Action]]:
+               actor: str = "operator") -> Transition:
     """Put the student at ``weight`` percent and pause there (resume continues from the step below)."""
     if not 0 <= weight <= 100 or abs(round(weight * 10) - weight * 10) > 1e-6:
         raise InvalidCommand(f"weight {weight} must be within 0..100 in steps of 0.1")

@@ -50,7 +50,8 @@ def make_obs(n: int = 1000, *, agree: float = 0.97, kl: float = 0.02, student_s:
         window=window, teacher=TEACHER, student=STUDENT, compared=n, agreements=int(round(agree * n)),
         kl_sum=kl * n, requests={TEACHER: n, STUDENT: n}, errors={TEACHER: 0, STUDENT: errors},
         inferences={TEACHER: n, STUDENT: n - errors}, cost_usd={TEACHER: teacher_usd * n, STUDENT: student_usd * n},
-        latency={TEACHER: {"primary": histogram_at(teacher_s, n)}, STUDENT: {student_route: histogram_at(student_s, n)}},
+        latency={TEACHER: {"primary": histogram_at(teacher_s, n)},
+                 STUDENT: {student_route: histogram_at(student_s, n)}},
         class_counts={TEACHER: teacher_classes, STUDENT: student_classes},
         input_bins=tuple(tuple(row) for _ in REFERENCE), input_reference=REFERENCE,
     )

@@ -231,3 +231,53 @@ def test_update_spec_keeps_the_weight_and_realigns_the_step(tmp_path):
     assert (rec.status.weight, rec.status.step_index) == (25.0, 1)
     status = run_ticks(rec, clock, 60)
     assert status.weight == 40.0          # next step of the new policy
+
+
+def test_controller_serves_weights_to_replicas_and_rolls_back_a_bad_student(tmp_path):
+    import asyncio
+
+    import numpy as np
+
+    from gateway.core.compare import compare_classification
+    from gateway.core.stats import PRIMARY, SHADOW, WindowStats
+    from gateway.reconciler import RolloutController
+
+    config = _gateway_config(tmp_path, interval_s=60, min_samples=50, gates={"input_drift": {"enabled": False}})
+    clock = FakeClock(0.0)
+    controller = RolloutController(config, clock=clock, notify=lambda payload: None)
+    replicas = {"r1": WindowStats(clock=clock), "r2": WindowStats(clock=clock)}
+    rng = np.random.default_rng(0)
+
+    def traffic(noise):
+        for stats in replicas.values():
+            for _ in range(40):
+                t = rng.normal(size=(1, 4)) * 3
+                s = t + rng.normal(scale=noise, size=t.shape)
+                for variant, route, y in (("teacher", PRIMARY, t), ("student-v2", SHADOW, s)):
+                    stats.record_request(variant, route, 0.01, True, 1)
+                    stats.record_outputs(variant, y.argmax(1))
+                stats.record_comparison("teacher", "student-v2", compare_classification(t, s))
+
+    def sync_all():
+        return [controller.sync(name, stats.snapshot())["weights"]["student-v2"] for name, stats in replicas.items()]
+
+    assert sync_all() == [0.0, 0.0]                    # from the config until the first tick
+    controller.tick()
+    seen = []
+    for noise in (0.05, 0.05, 5.0, 5.0):
+        traffic(noise)
+        sync_all()
+        clock.advance(60)
+        controller.tick()
+        seen.append(sync_all())
+    assert seen == [[5.0, 5.0], [10.0, 10.0], [10.0, 10.0], [0.0, 0.0]]
+    assert controller.sync("r1", {})["phase"] == "RolledBack"
+    assert controller.command("resume", actor="erin")["phase"] == "Shadowing"
+
+    async def run_briefly():
+        task = asyncio.create_task(controller.run())
+        await asyncio.sleep(0.05)
+        controller.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+    asyncio.run(run_briefly())
