@@ -1,14 +1,16 @@
 """Evaluation metrics on hand-made arrays, latency and cost on a tiny model."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from distill.errors import DistillError
 from distill.evaluate import (agreement, classification_metrics, cost_per_million, count_params,
-                              expected_calibration_error, onnx_latency_ms, regression_metrics,
-                              softmax, torch_latency_ms)
+                              expected_calibration_error, median_ms, onnx_latency_ms,
+                              regression_metrics, softmax, torch_latency_ms)
 from distill.export import export_onnx
 
 
@@ -98,3 +100,21 @@ def test_count_params_and_latency_of_a_tiny_model(tmp_path):
         assert set(result) == {"batch1", "batch64"}
         assert all(v > 0 for v in result.values())
     assert torch.get_num_threads() == threads  # restored after measuring with one thread
+
+
+def test_median_ms_ignores_a_round_slowed_by_another_process():
+    calls = []
+
+    def run():
+        calls.append(1)
+        if len(calls) <= 10:  # the whole first round happens during a burst of contention
+            time.sleep(0.005)
+
+    assert median_ms(run, repeats=30, warmup=0, rounds=3, min_round_seconds=0) < 1.0
+    assert len(calls) == 30
+
+
+def test_median_ms_stretches_fast_rounds_to_a_minimum_duration():
+    calls = []
+    median_ms(lambda: calls.append(1), repeats=2, warmup=0, rounds=2, min_round_seconds=0.01)
+    assert len(calls) > 100  # a no-op measured over 2 x 10 ms, not twice
