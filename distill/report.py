@@ -79,7 +79,7 @@ def write_plots(plots_dir: Path, report: dict) -> dict[str, Path]:
         plots["Accuracy vs batch-1 latency"] = plot_accuracy_vs_latency(
             plots_dir / "accuracy_vs_latency.png", report, sweep)
     if any(run.get("kind", "kd") == "kd" for run in sweep):
-        plots[f"Temperature × alpha ({sweep_score(sweep)[1]})"] = plot_sweep_heatmap(
+        plots[f"Temperature × alpha: {sweep_score(sweep)[1]}"] = plot_sweep_heatmap(
             plots_dir / "temperature_alpha_heatmap.png", sweep)
     if any((report.get(v) or {}).get("per_class") for v in VARIANTS):
         plots["Per-class accuracy"] = plot_per_class(plots_dir / "per_class_accuracy.png", report)
@@ -99,7 +99,7 @@ def _fmt(value: Any, kind: str = "num") -> str:
         "points": lambda v: f"{100 * v:+.2f} percentage points",
         "ms": lambda v: f"{v:.3f} ms" if v < 10 else f"{v:.1f} ms",
         "bytes": lambda v: f"{v / 1024:.1f} KiB" if v < 1 << 20 else f"{v / (1 << 20):.2f} MiB",
-        "usd": lambda v: f"${v:.4f}" if v < 1 else f"${v:.2f}",
+        "usd": lambda v: f"${v:.3g}" if v < 1 else f"${v:.2f}",  # small costs keep 3 digits
         "x": lambda v: f"{v:.1f}×",
         "int": lambda v: f"{int(v):,}",
         "num": lambda v: f"{v:.4g}",
@@ -209,7 +209,9 @@ def generic_table(rows: list[dict]) -> str:
 
 def timings_table(report: dict) -> str:
     """Wall time of each stage and whether the soft-label cache was hit."""
-    rows = [[html.escape(k), _fmt(v, "s")] for k, v in (report.get("timings_s") or {}).items()]
+    timings = report.get("timings_s") or {}
+    stages = sorted(timings, key=lambda stage: stage == "total")  # the total last, order kept otherwise
+    rows = [[html.escape(k), _fmt(timings[k], "s")] for k in stages]
     cache = report.get("soft_label_cache") or {}
     if cache:
         hit = "hit (teacher not run)" if cache.get("hit") else "miss (teacher run, entry stored)"

@@ -46,7 +46,7 @@ def fake_report() -> dict:
         "parity": {"student_max_abs_diff": 1.2e-6, "teacher_max_abs_diff": 3.4e-6, "tolerance": 1e-4},
         "sweep": sweep,
         "timings_s": {"teacher": 40.2, "soft_labels": 1.1, "sweep": 120.0, "final": 20.0,
-                      "export": 5.0, "total": 190.0},
+                      "export": 5.0, "total": 190.0, "report": 0.5},
         "soft_label_cache": {"hit": False, "key": "deadbeef"},
         "strategies": [{"strategy": "labeled only", "accuracy": 0.87}, {"strategy": "transfer set",
                                                                        "accuracy": 0.925}],
@@ -67,8 +67,9 @@ def test_report_writes_json_html_and_three_pngs(tmp_path):
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") == 3  # self-contained
     for text in ("95.60 %", "92.50 %", "88.00 %", "student INT8", "16.7×", "Sweep", "Strategies",
-                 "transfer set", "miss (teacher run", "deadbeef", "$0.0120", "150,000"):
+                 "transfer set", "miss (teacher run", "deadbeef", "$0.012", "150,000"):
         assert text in page, text
+    assert page.index("<td>report</td>") < page.index("<td>total</td>")  # the total comes last
 
 
 def test_report_tolerates_a_black_box_run_without_baseline_or_sweep(tmp_path):
