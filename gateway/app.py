@@ -97,29 +97,78 @@ def _handle_caller(handle: DeploymentHandle):
     return call
 
 
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """``base`` with ``overlay`` merged in: nested dicts merge, other values replace.
+
+    >>> merge_overlay({"routing": {"weights": {"t": 95, "s": 5}, "allow_force": False}},
+    ...               {"routing": {"weights": {"t": 90, "s": 10}}})
+    {'routing': {'weights': {'t': 90, 's': 10}, 'allow_force': False}}
+    """
+    merged = dict(base)
+    for key, value in overlay.items():
+        if key == "weights" or not (isinstance(value, dict) and isinstance(merged.get(key), dict)):
+            merged[key] = value  # a split replaces the old one whole: absent variants mean 0
+        else:
+            merged[key] = merge_overlay(merged[key], value)
+    return merged
+
+
+def _config_from_args(args: dict[str, Any]) -> dict:
+    if "config_path" in args:
+        try:
+            return yaml.safe_load(pathlib.Path(args["config_path"]).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise GatewayConfigError([("config_path", f"cannot read {args['config_path']}: {err}")]) from err
+    return args["config"] if "config" in args else dict(args)
+
+
+def _absolute_paths(data: dict) -> dict:
+    base = pathlib.Path(os.environ.get("KDGATE_HOME") or os.getcwd())
+    for v in data["variants"]:
+        for key in ("model_path", "manifest_path"):
+            if v.get(key) and not pathlib.Path(v[key]).is_absolute():
+                v[key] = str(base / v[key])
+    for section, key in (("capture", "dir"), (None, "audit_log")):
+        holder = data[section] if section else data
+        if holder.get(key) and not pathlib.Path(holder[key]).is_absolute():
+            holder[key] = str(base / holder[key])
+    return data
+
+
+def _backend_fields(variant: dict) -> dict:
+    """Only what the model deployment needs, so a weight change does not restart it."""
+    keep = ("name", "role", "backend", "model_path", "device", "triton", "timeout_s")
+    return {k: variant[k] for k in keep}
+
+
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
 @serve.ingress(api)
 class Gateway:
     """Ingress replica: parses requests, routes, runs colocated students, queues shadows."""
 
-    def __init__(self, remote_models: dict[str, DeploymentHandle] | None = None):
-        callers = {name: _handle_caller(handle) for name, handle in (remote_models or {}).items()}
-        self._observers = Observers(metrics=None)
+    def __init__(self, remote_models: dict[str, DeploymentHandle], base_config: dict):
+        callers = {name: _handle_caller(handle) for name, handle in remote_models.items()}
+        self._observers = Observers(metrics=GatewayMetrics(model=base_config["model_name"]))
         self.runtime = GatewayRuntime(remote_callers=callers, observers=self._observers)
+        self._base_config = base_config
         self.last_rejection: str | None = None
 
     def reconfigure(self, user_config: dict) -> None:
-        """Serve calls this with the ``user_config`` at start and after each ``serve deploy``."""
-        config = load_gateway_config(user_config) if self.runtime.state is None else None
-        if self._observers.metrics is None:
-            self._observers.metrics = GatewayMetrics(model=(config or self.runtime.config).model_name)
+        """Serve calls this at start and on every ``serve deploy`` that edits ``user_config``.
+
+        ``user_config`` is an overlay merged over the config from ``args`` (dicts merge,
+        everything else replaces), e.g. ``{"routing": {"weights": {"teacher": 90,
+        "student": 10}}}``. An invalid result is rejected (logged, audited, reported in
+        ``/admin/config``); the previous config stays in force.
+        """
+        effective = merge_overlay(self._base_config, user_config or {})
         try:
-            self.runtime.apply(config or user_config, actor="serve-deploy")
+            self.runtime.apply(effective, actor="serve-deploy")
             self.last_rejection = None
         except GatewayConfigError as err:
             if self.runtime.state is None:
                 raise  # first config: fail the deployment with the message
-            self.last_rejection = str(err)  # keep serving the previous config
+            self.last_rejection = str(err)
 
     # ----- Open Inference Protocol V2 -------------------------------------------------
     @api.get("/v2/health/live")
@@ -297,32 +346,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         ).bind(_backend_fields(v), config.model_name)
         for v in data["variants"] if not v["colocated"]
     }
-    return Gateway.options(user_config=data).bind(remote)
-
-
-def _config_from_args(args: dict[str, Any]) -> dict:
-    if "config_path" in args:
-        try:
-            return yaml.safe_load(pathlib.Path(args["config_path"]).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise GatewayConfigError([("config_path", f"cannot read {args['config_path']}: {err}")]) from err
-    return args["config"] if "config" in args else dict(args)
-
-
-def _absolute_paths(data: dict) -> dict:
-    base = pathlib.Path(os.environ.get("KDGATE_HOME") or os.getcwd())
-    for v in data["variants"]:
-        for key in ("model_path", "manifest_path"):
-            if v.get(key) and not pathlib.Path(v[key]).is_absolute():
-                v[key] = str(base / v[key])
-    for section, key in (("capture", "dir"), (None, "audit_log")):
-        holder = data[section] if section else data
-        if holder.get(key) and not pathlib.Path(holder[key]).is_absolute():
-            holder[key] = str(base / holder[key])
-    return data
-
-
-def _backend_fields(variant: dict) -> dict:
-    """Only what the model deployment needs, so a weight change does not restart it."""
-    keep = ("name", "role", "backend", "model_path", "device", "triton", "timeout_s")
-    return {k: variant[k] for k in keep}
+    # `args` are part of Serve's code version: editing them restarts replicas. Live changes
+    # go in the Gateway deployment's user_config (an overlay, see Gateway.reconfigure),
+    # which `serve deploy` applies in place. {} makes Serve call reconfigure at start.
+    return Gateway.options(user_config={}).bind(remote, data)

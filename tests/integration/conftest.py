@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 FEATURES, CLASSES = 40, 10
+FAST_MODE_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 
 
 def free_port() -> int:
@@ -61,6 +62,14 @@ def serve_instance():
     from ray import serve
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # The fast modes kdgate serves with by default (DESIGN.md): HAProxy ingress and the
+    # throughput-optimised handle path; set before ray.init so Serve's actors inherit them.
+    for name in FAST_MODE_ENV:
+        os.environ.setdefault(name, "1")
+    # HAProxy's own stats/metrics listeners default to fixed ports (8404, 9101): take
+    # free ones so a second Serve instance on this machine does not collide.
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
