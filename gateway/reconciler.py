@@ -317,7 +317,8 @@ def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict
                            notify: Callable[[dict[str, Any]], None] | None = None) -> RolloutReconciler:
     """The reconciler for ``config.rollout``: names, versions, prices and the manifest come from
     the variants; observations from ``snapshot()`` (merged replica snapshots, embedded) or
-    Prometheus (``rollout.source: prometheus``).
+    Prometheus (``rollout.source: prometheus``); evidence bundles export the capture directory
+    unless ``export_disagreements`` is given.
     """
     spec = config.rollout
     if spec is None:
@@ -335,6 +336,8 @@ def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict
     else:
         source = EmbeddedSource(snapshot, teacher=teacher.name, student=student.name, reference=reference,
                                 usd_per_hour=prices)
+    if export_disagreements is None and config.capture.enabled:
+        export_disagreements = _capture_exporter(config.capture.dir)
     evidence = EvidenceWriter(spec.evidence_dir, config=config.model_dump(mode="json"),
                               export_disagreements=export_disagreements)
     return RolloutReconciler(spec, RolloutStore(spec.state_path), source, set_weights, teacher=teacher.name,
@@ -400,6 +403,16 @@ class RolloutController:
         status = self.reconciler.command(name, actor=actor, weight=weight)
         self._phase = status.phase.value
         return status.to_dict()
+
+
+def _capture_exporter(directory: str) -> Callable[[str], int]:
+    """Export the flushed capture segments in ``directory`` (the replicas write them there)."""
+    def export(out_path: str) -> int:
+        from gateway.capture import export_capture  # noqa: PLC0415
+
+        return export_capture(directory, out_path)
+
+    return export
 
 
 def _read_manifest(path: str | None) -> dict[str, Any] | None:

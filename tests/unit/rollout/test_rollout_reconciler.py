@@ -281,3 +281,25 @@ def test_controller_serves_weights_to_replicas_and_rolls_back_a_bad_student(tmp_
         await asyncio.wait_for(task, timeout=30)
 
     asyncio.run(run_briefly())
+
+
+def test_evidence_bundle_exports_the_capture_directory(tmp_path):
+    import numpy as np
+
+    from gateway.capture import CaptureStore
+    from gateway.core.stats import WindowStats
+    from gateway.reconciler import reconciler_from_config
+
+    config = _gateway_config(tmp_path)
+    config = config.model_copy(update={"capture": config.capture.model_copy(update={"dir": str(tmp_path / "cap")})})
+    store = CaptureStore(config.capture.dir, max_bytes=10**6, segment_rows=2)
+    for i in range(3):
+        store.add(np.ones(3, np.float32), np.array([1.0, 0.0]), np.array([0.0, 1.0]), request_id=f"r{i}", t=float(i))
+    store.flush()
+    rec = reconciler_from_config(config, set_weights=Recorder(), snapshot=WindowStats().snapshot, clock=FakeClock(0.0))
+    rec.command("abort", actor="frank")
+    bundle_dir = next((tmp_path / "ev").iterdir())
+    bundle = json.loads((bundle_dir / "evidence.json").read_text())
+    assert bundle["kind"] == "abort" and bundle["disagreements"] == {"path": "disagreements.npz", "rows": 3}
+    assert np.load(bundle_dir / "disagreements.npz")["x_unlabeled"].shape == (3, 3)
+    assert bundle["config"]["model_name"] == "mnist1d"
