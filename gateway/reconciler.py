@@ -26,7 +26,7 @@ import logging
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -311,12 +311,13 @@ class RolloutReconciler:
 
 
 def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict[str, float]], None],
-                           snapshot: Callable[[], dict] | None = None,
+                           snapshot: Callable[[], Mapping[str, Any]] | None = None,
                            export_disagreements: Callable[[str], int] | None = None,
                            clock: Callable[[], float] = time.time, metrics: RolloutMetrics | None = None,
                            notify: Callable[[dict[str, Any]], None] | None = None) -> RolloutReconciler:
     """The reconciler for ``config.rollout``: names, versions, prices and the manifest come from
-    the variants; observations from ``snapshot()`` (merged replica snapshots, embedded) or
+    the variants; observations from ``snapshot()`` (one WindowStats snapshot, or one per replica:
+    ``ReplicaSnapshots.per_replica``) or
     Prometheus (``rollout.source: prometheus``); evidence bundles export the capture directory
     unless ``export_disagreements`` is given.
     """
@@ -364,7 +365,7 @@ class RolloutController:
         self.snapshots = ReplicaSnapshots()
         self._weights = config.effective_weights()   # until the rollout sets (or restores) its own
         self.reconciler = reconciler_from_config(config, set_weights=self._set_weights,
-                                                 snapshot=self.snapshots.merged, **kwargs)
+                                                 snapshot=self.snapshots.per_replica, **kwargs)
         self._phase: str | None = None
         self._stopped = False
         self._wake: asyncio.Event | None = None

@@ -8,8 +8,9 @@ sources produce them: :class:`EmbeddedSource` (the gateway replicas' in-process
 
 Example::
 
-    src = EmbeddedSource(lambda: merge_snapshots(replica_snapshots()),
-                         teacher="teacher", student="student", reference=manifest_reference)
+    replicas = ReplicaSnapshots()          # each gateway replica: replicas.report(id, stats.snapshot())
+    src = EmbeddedSource(replicas.per_replica, teacher="teacher", student="student",
+                         reference=manifest)
     obs = src.observe(Window(start=step_started_at, end=now))
     obs.agreement_rate, obs.kl_mean, obs.latency_quantile("student", 0.99)
 """
@@ -23,7 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.core.stats import merge_snapshots
 
 PRIMARY, SHADOW = "primary", "shadow"
 
@@ -277,68 +277,95 @@ def from_window_snapshot(snapshot: Mapping[str, Any], reference: Mapping[str, An
     )
 
 
-class EmbeddedSource:
-    """Observations from cumulative in-process ``WindowStats`` snapshots (merged over replicas).
+class _ReplicaHistory:
+    """Cumulative readings of one replica's stats (one stats lifetime), oldest first."""
 
-    Each ``observe`` takes a snapshot at ``window.end`` and subtracts the latest one taken at
-    or before ``window.start``; before such a baseline exists it answers with the data since
-    its earliest kept snapshot (a shorter window, never data from before the step). The
-    very first call only records the baseline and answers with empty observations.
+    MAX_READINGS = 512  # one reading per check: hours of history
+
+    def __init__(self, started_at: float):
+        self.started_at = started_at
+        self.readings: list[tuple[float, Observations]] = []
+
+    def add(self, t: float, reading: Observations) -> None:
+        self.readings = [*self.readings, (t, reading)][-self.MAX_READINGS:]
+
+    def in_window(self, window: Window, current: Observations) -> Observations | None:
+        """What this replica saw in ``window`` (None: nothing, or counters that went down)."""
+        times = [t for t, _ in self.readings]
+        i = bisect.bisect_right(times, window.start) - 1
+        if i >= 0:
+            observed = current.minus(self.readings[i][1])
+        elif self.started_at >= window.start:
+            observed = current  # the stats began inside the window: all of it counts
+        elif len(self.readings) > 1:
+            observed = current.minus(self.readings[0][1])  # first seen after the window began
+        else:
+            return None
+        return None if observed.has_negative_counts() else observed
+
+
+class EmbeddedSource:
+    """Observations from cumulative in-process ``WindowStats`` snapshots of the gateway replicas.
+
+    ``snapshots()`` returns one snapshot, or ``{replica_key: snapshot}`` (see
+    :class:`ReplicaSnapshots`). For each replica, ``observe`` subtracts its latest reading
+    taken at or before ``window.start``. A replica whose stats began inside the window counts
+    in full; one first seen later (a restarted controller) counts from its first reading, so
+    history from before the window never leaks in.
     """
 
-    MAX_HISTORY = 512
-
-    def __init__(self, snapshot: Callable[[], dict], *, teacher: str, student: str,
+    def __init__(self, snapshots: Callable[[], Mapping[str, Any]], *, teacher: str, student: str,
                  reference: Mapping[str, Any] | None = None, usd_per_hour: Mapping[str, float] | None = None):
-        self._snapshot = snapshot
+        self._snapshots = snapshots
         self._convert = dict(teacher=teacher, student=student, reference=reference, usd_per_hour=usd_per_hour)
-        self._history: list[tuple[float, Observations]] = []
+        self._replicas: dict[str, _ReplicaHistory] = {}
 
     def observe(self, window: Window) -> Observations:
-        current = from_window_snapshot(self._snapshot(), at=window.end, **self._convert)
-        times = [t for t, _ in self._history]
-        i = bisect.bisect_right(times, window.start) - 1
-        baseline = self._history[max(i, 0)][1] if self._history else None
-        self._history.append((window.end, current))
-        # Bounded by count, not by the window: one reading per check keeps hours of history.
-        self._history = self._history[-self.MAX_HISTORY:]
-        if baseline is None:
-            return empty_observations(Window(window.end, window.end), current.teacher, current.student)
-        observed = current.minus(baseline)
-        if observed.has_negative_counts():
-            # Counters went down: stats were reset (new WindowStats, new reference edges) or a
-            # replica vanished. Restart the baseline; this check waits rather than guess.
-            self._history = [(window.end, current)]
-            return empty_observations(Window(window.end, window.end), current.teacher, current.student)
-        return observed
+        taken = self._snapshots()
+        per_replica = {"local": taken} if "variants" in taken else dict(taken)
+        total = empty_observations(window, self._convert["teacher"], self._convert["student"])
+        total = dataclasses.replace(total, input_reference=self._reference())
+        for key, snapshot in per_replica.items():
+            current = from_window_snapshot(snapshot, at=window.end, **self._convert)
+            history = self._replicas.get(key)
+            if history is None or history.started_at != snapshot.get("started_at", 0.0):
+                history = self._replicas[key] = _ReplicaHistory(snapshot.get("started_at", 0.0))
+            history.add(window.end, current)
+            observed = history.in_window(window, current)
+            if observed is not None:
+                total = total.plus(dataclasses.replace(observed, window=window))
+        return total
+
+    def _reference(self) -> list[list[float]] | None:
+        return from_window_snapshot({}, **self._convert).input_reference
 
 
 class ReplicaSnapshots:
-    """Latest ``WindowStats`` snapshot per gateway replica, merged into one cumulative reading.
+    """Latest ``WindowStats`` snapshot per gateway replica, for an :class:`EmbeddedSource`.
 
-    Replicas push their snapshots (e.g. every second); :meth:`merged` feeds an
-    :class:`EmbeddedSource`. A replica that reset its stats (``started_at`` changed) keeps
-    its old counts in a retired total, so the merged counters never go down.
+    Replicas push their snapshots (e.g. every second). A replica whose stats restarted
+    (``started_at`` changed) gets a new key; the old lifetime's last snapshot stays (it no
+    longer changes, so it adds nothing to later windows) until ``max_entries`` pushes it out.
 
-    >>> agg = ReplicaSnapshots(); agg.merged()
+    >>> ReplicaSnapshots().per_replica()
     {}
     """
 
-    def __init__(self) -> None:
-        self._live: dict[str, Mapping[str, Any]] = {}
-        self._retired: list[Mapping[str, Any]] = []
+    def __init__(self, max_entries: int = 256) -> None:
+        self._latest: dict[str, Mapping[str, Any]] = {}
+        self._max_entries = max_entries
         self._lock = threading.Lock()  # replicas report on the event loop, the controller reads in a thread
 
     def report(self, replica_id: str, snapshot: Mapping[str, Any]) -> None:
         if not snapshot:
             return
+        key = f"{replica_id}@{snapshot.get('started_at', 0.0)}"
         with self._lock:
-            previous = self._live.get(replica_id)
-            if previous is not None and previous.get("started_at") != snapshot.get("started_at"):
-                self._retired = [merge_snapshots([*self._retired, previous])]
-            self._live[replica_id] = snapshot
+            self._latest.pop(key, None)
+            self._latest[key] = snapshot  # re-inserted: dict order = least recently reported first
+            while len(self._latest) > self._max_entries:
+                self._latest.pop(next(iter(self._latest)))
 
-    def merged(self) -> dict:
+    def per_replica(self) -> dict[str, Mapping[str, Any]]:
         with self._lock:
-            snapshots = [*self._retired, *self._live.values()]
-        return merge_snapshots(snapshots) if snapshots else {}
+            return dict(self._latest)

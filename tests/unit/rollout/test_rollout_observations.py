@@ -7,7 +7,7 @@ from rollout_fixtures import FakeClock
 
 from gateway.core.compare import compare_classification
 from gateway.core.observations import EmbeddedSource, ReplicaSnapshots, Window, from_window_snapshot
-from gateway.core.stats import PRIMARY, SHADOW, WindowStats, histogram_quantile, merge_snapshots
+from gateway.core.stats import PRIMARY, SHADOW, WindowStats, histogram_quantile
 
 EDGES = [[-0.5, 0.0, 0.5]] * 2
 REFERENCE = {"reference": {"inputs": {"edges": EDGES, "fractions": [[0.25] * 4] * 2}}}
@@ -52,7 +52,7 @@ def test_pair_must_be_named_when_ambiguous():
 def test_embedded_source_subtracts_the_reading_at_the_window_start():
     rng, clock = np.random.default_rng(1), FakeClock(0.0)
     a, b = WindowStats(input_edges=EDGES, clock=clock), WindowStats(input_edges=EDGES, clock=clock)
-    source = EmbeddedSource(lambda: merge_snapshots([a.snapshot(), b.snapshot()]),
+    source = EmbeddedSource(lambda: {"a": a.snapshot(), "b": b.snapshot()},
                             teacher="teacher", student="student", reference=REFERENCE)
     assert source.observe(Window(0, 0)).compared == 0        # first reading: the baseline
     record_traffic(a, 100, rng=rng)
@@ -79,23 +79,39 @@ def test_embedded_source_survives_a_stats_reset():
     assert source.observe(Window(120, 180)).compared == 20     # counted from the reset on
 
 
-def test_replica_snapshots_never_go_down_when_a_replica_resets():
+def test_replica_snapshots_count_each_replica_in_its_window():
     rng, clock = np.random.default_rng(4), FakeClock(0.0)
     a, b = WindowStats(clock=clock), WindowStats(clock=clock)
     replicas = ReplicaSnapshots()
-    source = EmbeddedSource(replicas.merged, teacher="teacher", student="student")
-    source.observe(Window(0, 0))
+    source = EmbeddedSource(replicas.per_replica, teacher="teacher", student="student")
     record_traffic(a, 40, rng=rng)
-    record_traffic(b, 10, rng=rng)
+    replicas.report("a", a.snapshot())
+    assert source.observe(Window(0, 10)).compared == 40    # a's stats began inside the window
+    clock.advance(60)
+    record_traffic(a, 5, rng=rng)
+    record_traffic(b, 10, rng=rng)                          # b: history from before this window...
     replicas.report("a", a.snapshot())
     replicas.report("b", b.snapshot())
-    assert source.observe(Window(0, 60)).compared == 50
-    clock.advance(61)
-    a.reset()                                   # replica a restarted its stats
-    record_traffic(a, 5, rng=rng)
+    assert source.observe(Window(30, 60)).compared == 5    # ...is never counted; a only since 10 s
+    clock.advance(60)
+    a.reset()                                               # a restarted its stats at 120 s
+    record_traffic(a, 7, rng=rng)
+    record_traffic(b, 3, rng=rng)
     replicas.report("a", a.snapshot())
-    assert source.observe(Window(60, 120)).compared == 5
-    assert replicas.merged()["replicas"] == 3   # a (retired), a (new), b
+    replicas.report("b", b.snapshot())
+    assert source.observe(Window(60, 120)).compared == 10  # 7 from a's new stats, 3 from b
+    assert len(replicas.per_replica()) == 3                 # a (old lifetime), a (new), b
+
+
+def test_controller_restart_does_not_count_old_history():
+    rng, clock = np.random.default_rng(5), FakeClock(0.0)
+    stats = WindowStats(clock=clock)
+    record_traffic(stats, 90, rng=rng)                      # traffic before the controller started
+    clock.advance(100)
+    source = EmbeddedSource(stats.snapshot, teacher="teacher", student="student")
+    assert source.observe(Window(50, 100)).compared == 0   # first reading: no baseline yet
+    record_traffic(stats, 12, rng=rng)
+    assert source.observe(Window(50, 160)).compared == 12  # counted from the first reading on
 
 
 def test_shifted_inputs_show_as_input_drift():
