@@ -135,6 +135,7 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     baseline = next(r.model for r in runs if r.kind == "baseline")
     with timings.stage("export"):
         variants = export_and_evaluate(config, ds, teacher, soft, student, baseline, out_dir, reporter)
+    add_validation_scores(ds, variants, student, baseline)
     timings["total"] = round(time.perf_counter() - start, 3)
     report = build_report(config, ds, soft, runs, best, student, variants, labels, timings, out_dir)
     with timings.stage("report"):
@@ -144,6 +145,15 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     _rewrite_json(out_dir, report)
     reporter.log(f"report: {html}")
     return report
+
+
+def add_validation_scores(ds: Dataset, variants: dict, student, baseline) -> None:
+    """Validation score of the final student and the baseline, next to their test metrics."""
+    from distill.train import predict, validation_score  # noqa: PLC0415
+
+    key = "val_accuracy" if ds.task == "classification" else "val_neg_mse"
+    for name, model in (("student", student), ("baseline", baseline)):
+        variants[name][key] = validation_score(predict(model, ds.x_val), ds.y_val, ds.task)
 
 
 def _rewrite_json(out_dir: Path, report: dict) -> None:

@@ -48,16 +48,16 @@ class SweepRun:
     params: int
     model: torch.nn.Module = field(repr=False)
     chosen: bool = False
+    epochs: int = 0
+    data_fraction: float = 1.0
 
     def row(self, task: str, latency_ms_batch1: float | None) -> dict:
         """The report's sweep entry for this run."""
         score_key = "val_accuracy" if task == "classification" else "val_neg_mse"
         return {"kind": self.kind, "temperature": self.temperature, "alpha": self.alpha,
                 score_key: self.val_score, "val_agreement": self.val_agreement, "params": self.params,
-                "latency_ms_batch1": latency_ms_batch1, "chosen": self.chosen}
-
-
-RunProgress = Callable[[str, int, int], None]  # (run label, epoch done, epochs total)
+                "latency_ms_batch1": latency_ms_batch1, "chosen": self.chosen, "epochs": self.epochs,
+                "data_fraction": self.data_fraction}
 
 
 def train_student(config: DistillConfig, ds: Dataset, soft: TeacherOutputs | None, temperature: float,
@@ -92,14 +92,15 @@ def _train_student(config: DistillConfig, ds: Dataset, soft: TeacherOutputs | No
 
 
 def evaluate_run(kind: str, temperature: float | None, alpha: float, model: torch.nn.Module,
-                 ds: Dataset, soft: TeacherOutputs) -> SweepRun:
+                 ds: Dataset, soft: TeacherOutputs, epochs: int, fraction: float) -> SweepRun:
     """Validation score and agreement with the teacher on the validation split."""
     outputs = predict(model, ds.x_val)
     agreement = (float(np.mean(outputs.argmax(1) == soft.val.argmax(1)))
                  if ds.task == "classification" else None)
     return SweepRun(kind=kind, temperature=temperature, alpha=alpha,
                     val_score=validation_score(outputs, ds.y_val, ds.task), val_agreement=agreement,
-                    params=sum(p.numel() for p in model.parameters()), model=model)
+                    params=sum(p.numel() for p in model.parameters()), model=model, epochs=epochs,
+                    data_fraction=fraction)
 
 
 def run_sweep(config: DistillConfig, ds: Dataset, soft: TeacherOutputs,
@@ -115,11 +116,12 @@ def run_sweep(config: DistillConfig, ds: Dataset, soft: TeacherOutputs,
         callback = on_run(label, config.sweep.epochs) if on_run else None
         model = train_student(config, ds, soft, temperature, alpha, config.sweep.epochs,
                               config.sweep.data_fraction, callback)
-        runs.append(evaluate_run("kd", temperature, alpha, model, ds, soft))
+        runs.append(evaluate_run("kd", temperature, alpha, model, ds, soft,
+                                 config.sweep.epochs, config.sweep.data_fraction))
     epochs = config.student.baseline_train.epochs
     callback = on_run("baseline (no teacher)", epochs) if on_run else None
     baseline = train_student(config, ds, None, 1.0, 0.0, epochs, 1.0, callback)
-    runs.append(evaluate_run("baseline", None, 0.0, baseline, ds, soft))
+    runs.append(evaluate_run("baseline", None, 0.0, baseline, ds, soft, epochs, 1.0))
     return runs
 
 

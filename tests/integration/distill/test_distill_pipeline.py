@@ -148,3 +148,27 @@ def test_black_box_teacher_missing_rows_is_named(tmp_path):
     config = load_config(_write_config(tmp_path, {"source": "logits", "path": logits_file.name}, data))
     with pytest.raises(TeacherError, match="has no teacher output for"):
         run_pipeline(config, tmp_path / "out")
+
+
+def test_regression_teacher_distils_with_mse(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    y = (np.sin(x[:, 0]) + x[:, 1] * x[:, 2]).astype(np.float32)
+    data = tmp_path / "reg.npz"
+    np.savez(data, x=x, y=y, x_unlabeled=rng.normal(size=(800, 6)).astype(np.float32))
+    path = tmp_path / "reg.yaml"
+    path.write_text(yaml.safe_dump({
+        "cache_dir": str(tmp_path / "cache"), "data": {"source": "npz", "path": "reg.npz", "task": "regression"},
+        "teacher": {"architecture": {"kind": "mlp", "width": 64, "depth": 2},
+                    "train": {"epochs": 40, "batch_size": 64, "lr": 0.003}},
+        "student": {"architecture": {"kind": "mlp", "width": 8, "depth": 1}, "train": {"epochs": 10},
+                    "baseline_train": {"epochs": 20}},
+        "sweep": {"temperatures": [1], "alphas": [0.5, 0.9], "epochs": 3},
+        "export": {"latency_repeats": 10}}))
+    report = run_pipeline(load_config(path), tmp_path / "out")
+    assert report["task"] == "regression" and report["class_labels"] == []
+    assert report["teacher"]["mse"] < float(np.var(y))  # the teacher learned something
+    assert {"mse", "mae"} <= set(report["student"]) and report["agreement"] is None
+    assert all("val_neg_mse" in run for run in report["sweep"])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["task"] == "regression" and manifest["output"]["shape"] == [-1, 1]
