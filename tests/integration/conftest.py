@@ -70,6 +70,9 @@ def serve_instance():
     # free ones so a second Serve instance on this machine does not collide.
     os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
     os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    # Behind HAProxy a stopping ingress replica stays up for a load-balancer
+    # deregistration window (30 s by default); tests delete apps often, 2 s is plenty here.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
