@@ -46,6 +46,8 @@ def copy_onnx_with_contract_names(src: Path, dst: Path) -> Path:
             node.output[:] = [rename.get(name, name) for name in node.output]
         graph.input[0].name, graph.output[0].name = ex.INPUT_NAME, ex.OUTPUT_NAME
         del graph.output[1:]
+        for value in (graph.input[0], graph.output[0]):  # the contract's dynamic batch axis
+            value.type.tensor_type.shape.dim[0].dim_param = ex.BATCH_AXIS
         onnx.checker.check_model(model)
         onnx.save(model, str(dst))
     except Exception as err:  # onnx raises many unrelated types

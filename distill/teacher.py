@@ -75,16 +75,28 @@ class OnnxTeacher:
             raise TeacherError(f"teacher ONNX input shape {list(inputs[0].shape)} does not fit data rows "
                                f"of shape {list(feature_shape)}")
         self.input_name, self.output_name = inputs[0].name, outs[0].name
+        # Models exported without a dynamic batch axis accept only that many rows per call.
+        self.fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
         self.outputs = outputs
         self.identity = "onnx:" + sha256_file(self.path)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if self.fixed_batch:
+            pad = -len(x) % self.fixed_batch
+            padded = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+            chunks = [self._run(padded[i:i + self.fixed_batch]) for i in range(0, len(padded), self.fixed_batch)]
+            out = np.concatenate(chunks)[: len(x)]
+        else:
+            out = self._run(x)
+        return probabilities_to_logits(out) if self.outputs == "probabilities" else out
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         try:
-            out = self.session.run([self.output_name], {self.input_name: np.asarray(x, np.float32)})[0]
+            out = self.session.run([self.output_name], {self.input_name: x})[0]
         except Exception as err:  # onnxruntime raises untyped errors
             raise TeacherError(f"teacher ONNX file {self.path} failed on inputs {x.shape}: {err}") from err
-        out = np.asarray(out, np.float32).reshape(len(x), -1)
-        return probabilities_to_logits(out) if self.outputs == "probabilities" else out
+        return np.asarray(out, np.float32).reshape(len(x), -1)
 
 
 class LogitsTeacher:
