@@ -1,21 +1,23 @@
-"""The Ray Serve application: ingress ``Gateway`` (FastAPI) plus one deployment per remote variant.
+"""The Ray Serve application: ingress ``Gateway`` plus one deployment per remote variant.
 
 ``serve run deployments/local.yaml`` imports :func:`build_app` with the YAML's ``args``
 (the gateway config). Colocated ONNX students run inside the ``Gateway`` replica (no
 hop on the canary path); every other variant is a ``model-<name>`` deployment reached
 through a DeploymentHandle, with ``@serve.batch`` dynamic batching when enabled.
 
-The gateway config is the ``Gateway`` deployment's ``user_config``: a ``serve deploy``
-with edited ``args`` calls :meth:`Gateway.reconfigure` in place (no restart); an invalid
-config is rejected, audited, and the previous one stays in force.
+The gateway config comes in ``args`` (structural: variants, which need deployments);
+live changes go in the ``Gateway`` deployment's ``user_config``, an overlay merged over
+it: ``serve deploy`` of a file whose edit touches only that overlay calls
+:meth:`Gateway.reconfigure` in place (no restart). ``args`` are part of Serve's code
+version, so editing them restarts replicas. An invalid config is rejected, audited, and
+the previous one stays in force. HTTP dispatch: :mod:`gateway.http_routes`.
 
 Example::
 
     from ray import serve
     serve.run(build_app({"config": gateway_config_dict}), name="kdgate", route_prefix="/")
 """
-# No `from __future__ import annotations`: FastAPI must see real types, not strings,
-# in the replica where Serve rebuilds the routes of this pickled class.
+from __future__ import annotations
 
 import asyncio
 import json
@@ -26,17 +28,17 @@ from typing import Any
 
 import numpy as np
 import yaml
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from gateway import admin, http_api
+from gateway import admin, http_api, http_routes
 from gateway.backends import OnnxBackend, build_backend
 from gateway.core.config import BatchingConfig, GatewayConfig, VariantConfig, load_gateway_config
 from gateway.core.errors import (
-    BackendError, BadRequest, GatewayConfigError, InvalidInput, NotFound, PayloadTooLarge,
+    BackendError, BadRequest, GatewayConfigError, InvalidInput, MalformedRequest, NotFound,
+    PayloadTooLarge,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.observers import Observers
@@ -49,31 +51,9 @@ VERSION_HEADER = "x-kdgate-model-version"
 FALLBACK_HEADER = "x-kdgate-fallback"
 DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
 
-api = FastAPI(
-    title="kdgate gateway",
-    description="Open Inference Protocol V2 and V1 predict, routed between teacher and student.",
-)
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status,
                         headers={VARIANT_HEADER: "none"})
-
-
-@api.exception_handler(BadRequest)
-async def _bad_request(_request: Request, err: BadRequest) -> JSONResponse:
-    return _error(err.status, err.message)
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid_request(_request: Request, err: RequestValidationError) -> JSONResponse:
-    return _error(422, f"invalid request: {err.errors()}")
-
-
-@api.exception_handler(BackendError)
-async def _backend_down(_request: Request, err: BackendError) -> JSONResponse:
-    # Only the teacher's failure reaches here (a student's falls back): the service is down.
-    return _error(503, f"no variant could answer: {err}")
 
 
 # Helpers sit above the deployments: @serve.deployment pickles the class at import
@@ -95,6 +75,16 @@ def _handle_caller(handle: DeploymentHandle):
         return await handle.remote(x)
 
     return call
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        doc = json.loads(body)
+    except ValueError as err:
+        raise MalformedRequest(f"malformed JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise MalformedRequest("expected a JSON object")
+    return doc
 
 
 def merge_overlay(base: dict, overlay: dict) -> dict:
@@ -142,7 +132,6 @@ def _backend_fields(variant: dict) -> dict:
 
 
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
-@serve.ingress(api)
 class Gateway:
     """Ingress replica: parses requests, routes, runs colocated students, queues shadows."""
 
@@ -170,26 +159,33 @@ class Gateway:
                 raise  # first config: fail the deployment with the message
             self.last_rejection = str(err)
 
+    async def __call__(self, request: Request) -> Response:
+        """Dispatch one HTTP request (see :mod:`gateway.http_routes`); errors become JSON."""
+        try:
+            handler, params = http_routes.match_route(request.method, http_routes.relative_path(request.scope))
+            result = await getattr(self, handler)(request, **params)
+        except BadRequest as err:
+            return _error(err.status, err.message)
+        except BackendError as err:
+            # Only the teacher's failure gets here (a student's falls back): service down.
+            return _error(503, f"no variant could answer: {err}")
+        return result if isinstance(result, Response) else JSONResponse(result)
+
     # ----- Open Inference Protocol V2 -------------------------------------------------
-    @api.get("/v2/health/live")
-    async def live(self) -> dict:
+    async def live(self, _request: Request) -> dict:
         """Liveness: the replica answers."""
         return {"live": True}
 
-    @api.get("/v2/health/ready")
-    async def ready(self) -> Response:
+    async def ready(self, _request: Request) -> Response:
         """Readiness: a config is in force and colocated backends are ready."""
         ok = self.runtime.ready()
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @api.get("/v2")
-    async def server_metadata(self) -> dict:
+    async def server_metadata(self, _request: Request) -> dict:
         """V2 server metadata."""
         return {"name": "kdgate", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
-    @api.get("/v2/models/{name}")
-    @api.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(self, name: str, version: str | None = None) -> dict:
+    async def model_metadata(self, _request: Request, name: str, version: str | None = None) -> dict:
         """V2 model metadata: versions, input and output tensors."""
         state = self._model_state(name, version)
         tensors = lambda tensor, shape: [{"name": tensor, "datatype": "FP32", "shape": shape or [-1]}]  # noqa: E731
@@ -199,17 +195,13 @@ class Gateway:
             "outputs": tensors(http_api.OUTPUT_NAME, state.output_shape),
         }
 
-    @api.get("/v2/models/{name}/ready")
-    @api.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(self, name: str, version: str | None = None) -> Response:
+    async def model_ready(self, _request: Request, name: str, version: str | None = None) -> Response:
         """V2 model readiness."""
         self._model_state(name, version)
         ok = self.runtime.ready()
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
-    @api.post("/v2/models/{name}/infer")
-    @api.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer_v2(self, name: str, request: Request, version: str | None = None) -> Response:
+    async def infer_v2(self, request: Request, name: str, version: str | None = None) -> Response:
         """V2 inference (JSON, or binary tensor data with Inference-Header-Content-Length)."""
         state = self._model_state(name, version)
         body = await self._body(request, state.config)
@@ -223,8 +215,7 @@ class Gateway:
         return Response(content, media_type="application/json", headers={**extra, **_answer_headers(answer)})
 
     # ----- V1 predict -------------------------------------------------------------------
-    @api.post("/v1/models/{name}:predict")
-    async def predict_v1(self, name: str, request: Request) -> Response:
+    async def predict_v1(self, request: Request, name: str) -> Response:
         """V1 predict: ``{"instances": [[...], ...]}`` -> ``{"predictions": [[...], ...]}``."""
         state = self._model_state(name, None)
         body = await self._body(request, state.config)
@@ -234,26 +225,35 @@ class Gateway:
                         headers=_answer_headers(answer))
 
     # ----- admin --------------------------------------------------------------------------
-    @api.get("/admin/config")
     async def get_config(self, request: Request) -> dict:
         """The config in force (and the last rejected change, if any)."""
         self._admin(request)
         return {"config": self.runtime.config.model_dump(mode="json"), "last_rejection": self.last_rejection}
 
-    @api.get("/admin/split")
+    async def put_config(self, request: Request) -> dict:
+        """Change the config in force: an overlay such as ``{"shadow": {"fraction": 0.1}}``.
+
+        Dicts merge into the current config, other values replace; invalid -> 422 and the
+        previous config stays. Variants that need a new deployment need a redeploy.
+        """
+        self._admin(request)
+        body = _json_object(await request.body())
+        config = self.runtime.config
+        try:
+            changes = self.runtime.apply(merge_overlay(config.model_dump(mode="json"), body), actor="admin-api")
+        except GatewayConfigError as err:
+            raise InvalidInput(str(err)) from err
+        return {"config": self.runtime.config.model_dump(mode="json"), "changes": changes}
+
     async def get_split(self, request: Request) -> dict:
         """The current split, percent per variant."""
         self._admin(request)
         return {"weights": self.runtime.config.effective_weights()}
 
-    @api.put("/admin/split")
     async def put_split(self, request: Request) -> dict:
         """Set the split: ``{"weights": {"teacher": 90, "student": 10}}``; invalid -> 422."""
         self._admin(request)
-        try:
-            body = json.loads(await request.body())
-        except ValueError as err:
-            raise InvalidInput(f"malformed JSON: {err}") from err
+        body = _json_object(await request.body())
         config = self.runtime.config
         try:
             new = admin.split_from_body(config, body)
@@ -263,12 +263,19 @@ class Gateway:
         changes = self.runtime.apply(new, actor="admin-api")
         return {"weights": new.effective_weights(), "changes": changes}
 
-    @api.get("/admin/stats")
     async def get_stats(self, request: Request) -> dict:
         """This replica's window stats (the embedded observation source for rollouts)."""
         self._admin(request)
         stats = self._observers.stats
         return stats.snapshot() if stats is not None else {}
+
+    async def docs(self, request: Request) -> Response:
+        """Swagger UI for the routes in :mod:`gateway.http_routes`."""
+        return HTMLResponse(http_routes.swagger_html(request.scope.get("root_path", "") + "/openapi.json"))
+
+    async def openapi(self, _request: Request) -> dict:
+        """The OpenAPI document."""
+        return http_routes.openapi_document()
 
     # ----- helpers ------------------------------------------------------------------------
     def _admin(self, request: Request) -> None:
