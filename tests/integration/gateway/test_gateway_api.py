@@ -145,3 +145,24 @@ def test_invalid_admin_split_is_rejected_and_the_old_split_stays(gateway):
     assert current["routing"]["weights"] == {"teacher": 95.0, "student": 5.0}
     audit = [json.loads(line) for line in (gateway["tmp"] / "audit.jsonl").read_text().splitlines()]
     assert audit[-1]["action"] == "config.rejected" and audit[-1]["actor"] == "admin-api"
+
+
+def test_unknown_route_and_wrong_method_are_json_errors(gateway):
+    missing = httpx.get(f"{gateway['url']}/v3/nothing", timeout=10)
+    assert missing.status_code == 404 and "no route" in missing.json()["error"]
+    wrong = httpx.get(f"{gateway['url']}/v2/models/mnist1d/infer", timeout=10)
+    assert wrong.status_code == 405 and "not allowed" in wrong.json()["error"]
+    assert "swagger" in httpx.get(f"{gateway['url']}/docs", timeout=10).text.lower()
+
+
+def test_admin_config_overlay_changes_shadow_live_and_rejects_bad_values(gateway):
+    url = gateway["url"]
+    ok = httpx.put(f"{url}/admin/config", json={"shadow": {"fraction": 0.25}}, headers=_auth(), timeout=10)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["config"]["shadow"]["fraction"] == 0.25
+    assert "shadow.fraction: 0.0 -> 0.25" in ok.json()["changes"]
+    bad = httpx.put(f"{url}/admin/config", json={"shadow": {"fraction": 3}}, headers=_auth(), timeout=10)
+    assert bad.status_code == 422 and "shadow.fraction" in bad.json()["error"]
+    current = httpx.get(f"{url}/admin/config", headers=_auth(), timeout=10).json()["config"]
+    assert current["shadow"]["fraction"] == 0.25
+    httpx.put(f"{url}/admin/config", json={"shadow": {"fraction": 0.0}}, headers=_auth(), timeout=10).raise_for_status()

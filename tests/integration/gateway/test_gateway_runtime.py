@@ -1,0 +1,86 @@
+"""GatewayRuntime with real ONNX Runtime backends and asyncio callers (no Ray needed).
+
+Remote variants are plain async callables here (what a DeploymentHandle call is to the
+runtime), so timeouts, fallbacks and shadow overload can be driven deterministically.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from gateway_support import gateway_config, onnx_reference
+
+from gateway.core.errors import GatewayConfigError
+from gateway.observers import Observers
+from gateway.runtime import GatewayRuntime
+
+
+def _runtime(models, tmp_path, teacher_caller, **overrides):
+    config = gateway_config(models, tmp_path, **overrides)
+    runtime = GatewayRuntime(remote_callers={"teacher": teacher_caller}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+    return runtime, config
+
+
+def _onnx_caller(path, *, delay_s=0.0):
+    async def call(x):
+        await asyncio.sleep(delay_s)
+        return onnx_reference(path, x)
+
+    return call
+
+
+def test_invalid_config_is_rejected_audited_and_the_old_one_stays(onnx_models, tmp_path):
+    runtime, config = _runtime(onnx_models, tmp_path, _onnx_caller(onnx_models["teacher"]))
+    bad = json.loads(json.dumps(config))
+    bad["routing"]["weights"] = {"teacher": 50, "student": 60}
+    with pytest.raises(GatewayConfigError, match="must sum to 100"):
+        runtime.apply(bad, actor="serve-deploy")
+    assert runtime.config.routing.weights == {"teacher": 95.0, "student": 5.0}
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert entries[-1]["action"] == "config.rejected" and "must sum to 100" in entries[-1]["new"]["reason"]
+
+
+def test_a_student_slower_than_its_timeout_falls_back_to_the_teacher(onnx_models, tmp_path):
+    config = gateway_config(onnx_models, tmp_path)
+    student = config["variants"][1]
+    student.update(colocated=False, timeout_s=0.05)
+    config["routing"]["weights"] = {"teacher": 0, "student": 100}
+    callers = {"teacher": _onnx_caller(onnx_models["teacher"]),
+               "student": _onnx_caller(onnx_models["student"], delay_s=1.0)}
+    runtime = GatewayRuntime(remote_callers=callers, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+    x = onnx_models["x"][:2]
+    answer = asyncio.run(runtime.answer(x, {}))
+    assert answer.fallback and answer.variant == "teacher"
+    np.testing.assert_allclose(answer.y, onnx_reference(onnx_models["teacher"], x), rtol=1e-6)
+    snapshot = runtime._obs.stats.snapshot()
+    assert snapshot["variants"]["student"]["fallbacks"] == 1
+
+
+def test_a_full_shadow_queue_drops_work_without_slowing_the_caller(onnx_models, tmp_path):
+    slow_teacher = _onnx_caller(onnx_models["teacher"], delay_s=0.5)
+    runtime, _ = _runtime(
+        onnx_models, tmp_path, slow_teacher,
+        routing={"weights": {"teacher": 0, "student": 100}},
+        shadow={"fraction": 0.0, "canary_compare_fraction": 1.0, "queue_size": 2},
+    )
+    x = onnx_models["x"][:1]
+
+    async def burst():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answers = []
+        for _ in range(10):
+            answers.append(await runtime.answer(x, {}))
+            await asyncio.sleep(0)  # let the shadow workers run between requests, as under load
+        return answers, loop.time() - start
+
+    answers, elapsed = asyncio.run(burst())
+    assert all(a.variant == "student" and not a.fallback for a in answers)
+    assert elapsed < 0.25  # the caller never waited for the 0.5 s shadow teacher
+    drops = runtime._obs.stats.snapshot()["variants"]["teacher"]["shadow_drops"]
+    # 2 shadow workers take one job each, 2 more wait in the queue: the other 6 are dropped.
+    assert drops == 6
