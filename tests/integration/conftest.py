@@ -73,11 +73,12 @@ def serve_instance():
     # Behind HAProxy a stopping ingress replica stays up for a load-balancer
     # deregistration window (30 s by default); tests delete apps often, 2 s is plenty here.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    port, metrics_port = free_port(), free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield {"url": f"http://127.0.0.1:{port}", "port": port}
+    yield {"url": f"http://127.0.0.1:{port}", "port": port,
+           "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics"}
     serve.shutdown()
     ray.shutdown()
 

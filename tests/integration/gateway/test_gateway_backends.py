@@ -131,3 +131,29 @@ def test_audit_log_records_the_initial_config(app_factory, onnx_models, tmp_path
     assert [e["action"] for e in entries][:1] == ["config.initial"]
     assert entries[-1]["actor"] == "admin-api"
     assert "routing.weights.student: 5.0 -> 20.0" in entries[-1]["changes"]
+
+
+def test_metrics_are_scraped_from_the_ray_metrics_export_port(app_factory, onnx_models, tmp_path, serve_instance):
+    config = gateway_config(onnx_models, tmp_path)
+    config["model_name"] = "metered"
+    url = app_factory("metered", config)
+    httpx.put(f"{url}/admin/split", json={"weights": {"teacher": 50, "student": 50}},
+              headers={"authorization": f"Bearer {TOKEN}"}, timeout=10).raise_for_status()
+    for _ in range(20):
+        assert httpx.post(f"{url}/v1/models/metered:predict", json={"instances": onnx_models["x"][:2].tolist()},
+                          timeout=20).status_code == 200
+    wanted = ("ray_kdgate_requests_total", "ray_kdgate_request_duration_seconds_bucket", "ray_kdgate_weight_ratio")
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(serve_instance["metrics_url"], timeout=10).text
+        lines = [line for line in text.splitlines() if 'model="metered"' in line]
+        if all(any(line.startswith(name) for line in lines) for name in wanted):
+            break
+        time.sleep(2)
+    lines = [line for line in text.splitlines() if 'model="metered"' in line]
+    for name in wanted:
+        assert any(line.startswith(name) for line in lines), f"{name} not exported"
+    requests = [line for line in lines if line.startswith("ray_kdgate_requests_total") and 'route="primary"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in requests) == 20
+    assert any('variant="student"' in line and line.endswith(" 0.5") for line in lines
+               if line.startswith("ray_kdgate_weight_ratio"))
