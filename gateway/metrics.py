@@ -7,7 +7,10 @@ Ray exports them on each node's metrics export port (``ray start --metrics-expor
 scrape target (on KubeRay: a PodMonitor on the head and worker pods' ``metrics`` port).
 
 Names follow Prometheus conventions: base units in the name, labels ``variant``,
-``route`` (``primary|shadow``) and ``model``.
+``route`` (``primary|shadow``) and ``model``. Busy seconds per variant are
+``kdgate_request_duration_seconds_sum`` (no separate counter: one metric write less on
+the hot path); ``kdgate_cost_per_inference_usd`` is computed in the replica over 30 s
+windows.
 
 Example::
 
@@ -64,10 +67,6 @@ class GatewayMetrics:
             "kdgate_weight_ratio", description="Configured traffic share per variant (0..1).",
             tag_keys=("variant", "model"),
         )
-        self.busy_seconds = Counter(
-            "kdgate_busy_seconds_total", description="Seconds a variant spent computing answers.",
-            tag_keys=("variant", "model"),
-        )
         self.cost = Gauge(
             "kdgate_cost_per_inference_usd",
             description="Cost per answered request over the last window, by method "
@@ -88,7 +87,6 @@ class GatewayMetrics:
         if status == "ok":
             self.request_seconds.observe(seconds, self._tags(variant, route=route))
             self.rows.inc(rows, self._tags(variant, route=route))
-            self.busy_seconds.inc(seconds, self._tags(variant))
 
     def observe_comparison(self, student: str, agreements: int, disagreements: int, kls: list[float]) -> None:
         """The outcome of comparing one teacher/student answer pair (per row)."""
