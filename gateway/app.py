@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import pathlib
 from typing import Any
@@ -42,6 +43,7 @@ from gateway.core.errors import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.observers import Observers
+from gateway.rollout_host import RolloutHost, RolloutSync
 from gateway.runtime import GatewayRuntime
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,17 @@ def _handle_caller(handle: DeploymentHandle):
         return await handle.remote(x)
 
     return call
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats (an empty window's inf/nan) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_object(body: bytes) -> dict:
@@ -135,12 +148,18 @@ def _backend_fields(variant: dict) -> dict:
 class Gateway:
     """Ingress replica: parses requests, routes, runs colocated students, queues shadows."""
 
-    def __init__(self, remote_models: dict[str, DeploymentHandle], base_config: dict):
+    def __init__(self, remote_models: dict[str, DeploymentHandle], base_config: dict,
+                 rollout: DeploymentHandle | None = None):
         callers = {name: _handle_caller(handle) for name, handle in remote_models.items()}
         self._observers = Observers(metrics=GatewayMetrics(model=base_config["model_name"]))
         self.runtime = GatewayRuntime(remote_callers=callers, observers=self._observers)
         self._base_config = base_config
         self.last_rejection: str | None = None
+        self._rollout = rollout
+        self._rollout_sync = None if rollout is None else RolloutSync(
+            rollout, replica_id=serve.get_replica_context().replica_id.unique_id, runtime=self.runtime,
+            snapshot=lambda: self._observers.stats.snapshot(),
+        )
 
     def reconfigure(self, user_config: dict) -> None:
         """Serve calls this at start and on every ``serve deploy`` that edits ``user_config``.
@@ -161,6 +180,8 @@ class Gateway:
 
     async def __call__(self, request: Request) -> Response:
         """Dispatch one HTTP request (see :mod:`gateway.http_routes`); errors become JSON."""
+        if self._rollout_sync is not None:
+            self._rollout_sync.ensure_started()
         try:
             handler, params = http_routes.match_route(request.method, http_routes.relative_path(request.scope))
             result = await getattr(self, handler)(request, **params)
@@ -169,7 +190,7 @@ class Gateway:
         except BackendError as err:
             # Only the teacher's failure gets here (a student's falls back): service down.
             return _error(503, f"no variant could answer: {err}")
-        return result if isinstance(result, Response) else JSONResponse(result)
+        return result if isinstance(result, Response) else JSONResponse(_finite(result))
 
     # ----- Open Inference Protocol V2 -------------------------------------------------
     async def live(self, _request: Request) -> dict:
@@ -253,6 +274,8 @@ class Gateway:
     async def put_split(self, request: Request) -> dict:
         """Set the split: ``{"weights": {"teacher": 90, "student": 10}}``; invalid -> 422."""
         self._admin(request)
+        if self._rollout is not None:
+            raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
         body = _json_object(await request.body())
         config = self.runtime.config
         try:
@@ -268,6 +291,36 @@ class Gateway:
         self._admin(request)
         stats = self._observers.stats
         return stats.snapshot() if stats is not None else {}
+
+    async def get_rollout(self, request: Request) -> dict:
+        """The rollout's status and recent checks (404 without a rollout policy)."""
+        self._admin(request)
+        return await self._rollout_call("status")
+
+    async def rollout_command(self, request: Request, command: str) -> dict:
+        """pause | resume | abort | promote | set_weight (body ``{"weight": w}``); 409 if not applicable."""
+        self._admin(request)
+        body = await request.body()
+        weight = _json_object(body).get("weight") if body else None
+        return await self._rollout_call("command", command, "admin-api", weight)
+
+    async def _rollout_call(self, method: str, *args) -> dict:
+        if self._rollout is None:
+            raise NotFound("no rollout policy in this gateway's config (rollout: null)")
+        try:
+            return await getattr(self._rollout, method).remote(*args)
+        except BadRequest:
+            raise  # InvalidCommand (409) arrives as itself (Ray's error subclasses the cause)
+        except Exception as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, BadRequest):
+                raise cause from err
+            raise BackendError(f"rollout controller unavailable: {err}") from err
+
+    async def check_health(self) -> None:
+        """Serve's periodic probe: also starts the rollout sync loop before any traffic."""
+        if self._rollout_sync is not None:
+            self._rollout_sync.ensure_started()
 
     async def docs(self, request: Request) -> Response:
         """Swagger UI for the routes in :mod:`gateway.http_routes`."""
@@ -356,4 +409,5 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     # `args` are part of Serve's code version: editing them restarts replicas. Live changes
     # go in the Gateway deployment's user_config (an overlay, see Gateway.reconfigure),
     # which `serve deploy` applies in place. {} makes Serve call reconfigure at start.
-    return Gateway.options(user_config={}).bind(remote, data)
+    rollout = RolloutHost.bind(data) if config.rollout is not None else None
+    return Gateway.options(user_config={}).bind(remote, data, rollout)

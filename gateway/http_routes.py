@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from gateway.core.errors import BadRequest, NotFound
 
-_SEGMENT = r"(?P<{}>[^/]+)"
+_SEGMENT = r"(?P<{}>[^/:]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
 
 # (method, path pattern, handler name on the Gateway, one-line summary for the docs)
@@ -37,6 +37,9 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/admin/split", "get_split", "Current split (bearer token)"),
     ("PUT", "/admin/split", "put_split", 'Set the split: {"weights": {...}} (bearer token)'),
     ("GET", "/admin/stats", "get_stats", "Window stats of this replica (bearer token)"),
+    ("GET", "/admin/rollout", "get_rollout", "Rollout status and recent checks (bearer token)"),
+    ("POST", "/admin/rollout/{command}", "rollout_command",
+     'Rollout command: pause, resume, abort, promote, set_weight {"weight": w} (bearer token)'),
     ("GET", "/docs", "docs", "Swagger UI"),
     ("GET", "/openapi.json", "openapi", "OpenAPI document"),
 )
@@ -49,8 +52,9 @@ class MethodNotAllowed(BadRequest):
 
 
 def _regex(pattern: str) -> re.Pattern:
-    body = re.escape(pattern).replace(r"\{name\}", _SEGMENT.format("name").replace("[^/]+", "[^/:]+"))
-    return re.compile("^" + body.replace(r"\{version\}", _VERSION) + "/?$")
+    body = re.escape(pattern).replace(r"\{version\}", _VERSION)
+    body = re.sub(r"\\\{(\w+)\\\}", lambda m: _SEGMENT.format(m.group(1)), body)
+    return re.compile("^" + body + "/?$")
 
 
 _COMPILED = tuple((method, _regex(pattern), handler) for method, pattern, handler, _ in ROUTES)

@@ -92,12 +92,15 @@ class Observers:
                 stats.record_request(variant, route, seconds, ok, rows)
                 if ok:
                     stats.record_busy(variant, seconds)
-        if ok and route == PRIMARY and x is not None and y is not None and self.stats is not None:
-            self._record_io(variant, x, y)
+        if ok and y is not None and self.stats is not None:
+            self._record_io(variant, route, x, y)
         self._maybe_publish_cost()
 
-    def _record_io(self, variant: str, x: np.ndarray, y: np.ndarray) -> None:
-        self.stats.record_inputs(variant, x)
+    def _record_io(self, variant: str, route: str, x: np.ndarray | None, y: np.ndarray) -> None:
+        # Inputs once per request (primary); predictions on both routes, so a student in
+        # shadow has a class distribution for the output-drift gate before it serves.
+        if route == PRIMARY and x is not None:
+            self.stats.record_inputs(variant, x)
         if self._config.task == "classification" and y.ndim == 2:
             self.stats.record_outputs(variant, np.argmax(y, axis=1))
 
