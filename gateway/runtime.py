@@ -92,7 +92,9 @@ class GatewayRuntime:
         except (GatewayConfigError, BackendError) as err:
             log.warning("config change by %s rejected: %s", actor, err)
             self._obs.audit_rejected(actor, old, source, str(err))
-            raise err if isinstance(err, GatewayConfigError) else GatewayConfigError([("variants", str(err))]) from err
+            if isinstance(err, BackendError):  # a colocated model that cannot load
+                raise GatewayConfigError([("variants", str(err))]) from err
+            raise
         changes = diff_config(old, new) if old else ["initial config"]
         self._state = _State(
             config=new, local=local, weights=new.effective_weights(),
