@@ -1,7 +1,7 @@
 """Gateway overhead benchmark: student path vs a bare Ray Serve app, and the cost of shadow.
 
-One run, one Ray instance, one ONNX model, measured side by side (rounds interleaved so
-machine noise hits both sides alike):
+One run, one Ray instance, one ONNX model, measured side by side (sides alternate every
+100 requests so machine noise hits both alike):
 
 * p50 / p99 latency (one sequential client) and max requests/s (``--concurrency``
   clients) of the gateway's student path (100 % student, colocated ONNX Runtime) vs a
@@ -35,6 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOKEN = "bench-token"
 FAST_MODE_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+CHUNK = 100  # sequential requests per side before switching sides
 
 
 def _free_port() -> int:
@@ -167,14 +168,18 @@ def run(args) -> dict:
             _latencies(url, body, 200)
         lat = {k: [] for k in ("bare", "gateway", "shadow_0", "shadow_10")}
         rps = {"bare": [], "gateway": []}
-        per_round = max(1, args.requests // args.rounds)
+        chunks = max(1, args.requests // CHUNK)
+        for i in range(chunks):  # alternate sides in small chunks: drift hits both alike
+            for side in (("bare", "gateway") if i % 2 == 0 else ("gateway", "bare")):
+                lat[side].append(_latencies(urls[side], body, CHUNK))
         for _ in range(args.rounds):
             for side in ("bare", "gateway"):
-                lat[side].append(_latencies(urls[side], body, per_round))
                 rps[side].append(asyncio.run(_throughput(urls[side], body, args.concurrency, args.seconds)))
-            for fraction, key in ((0.0, "shadow_0"), (0.1, "shadow_10")):
+        for i in range(chunks):
+            order = ((0.0, "shadow_0"), (0.1, "shadow_10"))
+            for fraction, key in (order if i % 2 == 0 else order[::-1]):
                 _set_shadow(base, fraction)
-                lat[key].append(_latencies(urls["gateway"], body, per_round))
+                lat[key].append(_latencies(urls["gateway"], body, CHUNK))
         serve.shutdown()
         ray.shutdown()
     result = {k: _summary(v, rps.get(k, [])) for k, v in lat.items()}
@@ -206,7 +211,7 @@ def _report(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per side (all rounds)")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="max-rps runs per side (the best counts)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients for the max-rps runs")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one max-rps run")
     parser.add_argument("--default-modes", action="store_true", help="Ray Serve's default proxy, no fast modes")
