@@ -317,6 +317,9 @@ class Gateway:
                 raise cause from err
             raise BackendError(f"rollout controller unavailable: {err}") from err
 
+    def __del__(self):  # Serve's shutdown hook: keep the capture rows still in memory
+        self._observers.close()
+
     async def check_health(self) -> None:
         """Serve's periodic probe: also starts the rollout sync loop before any traffic."""
         if self._rollout_sync is not None:

@@ -90,8 +90,7 @@ def _deploy(document: dict, *, host: str, port: int) -> None:
         from ray.serve.schema import ServeDeploySchema
 
         http = document.setdefault("http_options", {})
-        http.setdefault("host", host)
-        http.setdefault("port", port)
+        http.update(host=host, port=port)  # the command line wins over the file
         ray_serve.start(http_options=http)
         _get_global_client().deploy_apps(ServeDeploySchema.model_validate(document), _blocking=True)
         return

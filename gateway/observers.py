@@ -134,6 +134,14 @@ class Observers:
             except Exception:  # a full disk must not break the shadow loop
                 log.exception("capture of disagreeing rows failed")
 
+    def close(self) -> None:
+        """Flush buffered capture rows (a replica shutting down must not lose them)."""
+        if self._capture is not None:
+            try:
+                self._capture.flush()
+            except Exception:  # shutting down: log, never raise
+                log.exception("capture flush at shutdown failed")
+
     def _maybe_publish_cost(self) -> None:
         if self._clock() - self._cost_window_start < COST_WINDOW_S or self._config is None:
             return
