@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``capture`` to the kdgate app."""
     app.command("serve")(serve)
     app.add_typer(capture_app, name="capture")
+    from gateway.rollout_cli import rollout_app  # noqa: PLC0415 -- typer only, no heavy imports
+
+    app.add_typer(rollout_app, name="rollout")
 
 
 def serve(
