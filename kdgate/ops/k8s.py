@@ -1,0 +1,103 @@
+"""The RayService ``serveConfigV2`` for Kubernetes, generated from a ``deployments/`` file.
+
+Ops edit one Serve config (``deployments/canary-5.yaml``: split, shadow, rollout policy);
+:func:`k8s_serve_config` rewrites what differs in a cluster: listen on all interfaces,
+models from the read-only models volume, capture/audit/rollout state on the state
+volume, the admin token from the mounted Secret, and (profile ``gpu``) the teacher on
+CUDA with one GPU. Every gateway config in the result is validated with the gateway's
+own model, so a bad edit fails here, before ``kubectl apply``.
+
+Example::
+
+    doc = k8s_serve_config("deployments/canary-5.yaml", profile="gpu")
+    doc["applications"][0]["args"]["config"]["variants"][0]["device"]   # "cuda"
+"""
+from __future__ import annotations
+
+import copy
+import pathlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import yaml
+
+from gateway.core.config import GatewayConfig, load_gateway_config
+from gateway.core.errors import GatewayConfigError
+
+MODELS_DIR = "/models"
+STATE_DIR = "/var/lib/kdgate"
+ADMIN_TOKEN_FILE = "/etc/kdgate/admin/token"
+PROFILES = ("cpu", "gpu")
+SERVE_PORT = 8000
+
+
+def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str) -> dict:
+    """The Serve config of ``deployments_file`` rewritten for the cluster (see the module docstring)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    document = yaml.safe_load(pathlib.Path(deployments_file).read_text())
+    if not isinstance(document, dict) or not document.get("applications"):
+        raise GatewayConfigError([("applications", f"{deployments_file} is not a Ray Serve config file")])
+    document = copy.deepcopy(document)
+    document["http_options"] = {"host": "0.0.0.0", "port": SERVE_PORT}
+    for app in document["applications"]:
+        config = app["args"]["config"]
+        _to_volumes(config, app["name"])
+        if profile == "gpu":
+            _teacher_on_gpu(app)
+    for _, config in gateway_configs(document):
+        load_gateway_config(config)  # raises GatewayConfigError naming the bad field
+    return document
+
+
+def _to_volumes(config: dict, app_name: str) -> None:
+    for variant in config["variants"]:
+        for key in ("model_path", "manifest_path"):
+            if variant.get(key):
+                variant[key] = f"{MODELS_DIR}/{pathlib.PurePosixPath(variant[key]).name}"
+    state = f"{STATE_DIR}/{app_name}"
+    config.setdefault("capture", {})["dir"] = f"{state}/capture"
+    config["audit_log"] = f"{state}/audit.jsonl"
+    config["admin"] = {"token_file": ADMIN_TOKEN_FILE}
+    if config.get("rollout"):
+        config["rollout"].update(state_path=f"{state}/rollout-state.sqlite", evidence_dir=f"{state}/evidence")
+
+
+def _teacher_on_gpu(app: dict) -> None:
+    config = app["args"]["config"]
+    teacher = next(v for v in config["variants"] if v["role"] == "teacher")
+    if teacher.get("colocated"):
+        raise GatewayConfigError([("variants", "the gpu profile needs a remote (non-colocated) teacher")])
+    teacher["device"] = "cuda"
+    name = f"model-{teacher['name']}"
+    deployments = app.setdefault("deployments", [])
+    entry = next((d for d in deployments if d.get("name") == name), None)
+    if entry is None:
+        entry = {"name": name}
+        deployments.append(entry)
+    entry["ray_actor_options"] = {**entry.get("ray_actor_options", {}), "num_cpus": 1, "num_gpus": 1}
+
+
+def _merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict:
+    from gateway.app import merge_overlay  # the gateway's own overlay rule (imports Ray, not started)
+
+    return merge_overlay(dict(base), dict(overlay))
+
+
+def gateway_configs(document: Mapping[str, Any]) -> Iterator[tuple[str, dict]]:
+    """``(application name, effective gateway config)``: ``args.config`` with the Gateway's user_config merged in."""
+    for app in document.get("applications", []):
+        config = app.get("args", {}).get("config")
+        if config is None:
+            raise GatewayConfigError([(f"applications.{app.get('name')}.args.config", "missing")])
+        overlay = next((d.get("user_config") or {} for d in app.get("deployments", []) if d.get("name") == "Gateway"), {})
+        yield app["name"], _merge(config, overlay)
+
+
+def parse_serve_config_v2(text: str) -> list[GatewayConfig]:
+    """Validate a RayService ``serveConfigV2`` string: Serve's schema, then each gateway config."""
+    from ray.serve.schema import ServeDeploySchema
+
+    document = yaml.safe_load(text)
+    ServeDeploySchema.model_validate(document)
+    return [load_gateway_config(config) for _, config in gateway_configs(document)]

@@ -1,0 +1,72 @@
+"""PromQL for kdgate's metrics, in one place: dashboard panels and alerts both use these.
+
+Ray exports the gateway's ``kdgate_*`` metrics with a ``ray_`` prefix (see
+``gateway/metrics.py``). Every builder takes a label-matcher string (``model=~"$model"``
+on the dashboard, ``model!=""`` in alerts) and a range (``$__rate_interval`` or ``5m``).
+
+Example::
+
+    >>> rate_sum(REQUESTS, ("variant",), "5m", 'model="m"')
+    'sum by (variant) (rate(ray_kdgate_requests_total{model="m"}[5m]))'
+"""
+from __future__ import annotations
+
+PREFIX = "ray_kdgate_"
+REQUESTS = PREFIX + "requests_total"
+LATENCY = PREFIX + "request_duration_seconds"
+COMPARISONS = PREFIX + "comparisons_total"
+KL = PREFIX + "kl_divergence"
+SHADOW_DROPPED = PREFIX + "shadow_dropped_total"
+FALLBACKS = PREFIX + "fallbacks_total"
+WEIGHT = PREFIX + "weight_ratio"
+COST = PREFIX + "cost_per_inference_usd"
+BATCH_ROWS = PREFIX + "batch_size_rows"
+ROLLOUT_PHASE = PREFIX + "rollout_phase"
+ROLLOUT_WEIGHT = PREFIX + "rollout_weight_ratio"
+ROLLOUT_GATE_FAILING = PREFIX + "rollout_gate_failing"
+ROLLBACKS = PREFIX + "rollout_rollbacks_total"
+SECONDS_PER_MONTH = 30 * 24 * 3600
+
+
+def selector(metric: str, *matchers: str) -> str:
+    """``metric{m1,m2}`` from non-empty matcher strings."""
+    inner = ",".join(m for m in matchers if m)
+    return f"{metric}{{{inner}}}"
+
+
+def _by(labels: tuple[str, ...]) -> str:
+    return f"by ({', '.join(labels)})"
+
+
+def rate_sum(metric: str, by: tuple[str, ...], window: str, *matchers: str) -> str:
+    """``sum by (...) (rate(metric{...}[window]))``."""
+    return f"sum {_by(by)} (rate({selector(metric, *matchers)}[{window}]))"
+
+
+def ratio(metric: str, part: str, matchers: str, by: tuple[str, ...], window: str) -> str:
+    """Share of ``metric``'s rate whose labels match ``part`` (0, not "no data", when none do).
+
+    ``part_rate or total_rate * 0`` keeps a series for every group, so a variant that never
+    failed shows 0 % errors instead of a gap.
+    """
+    part_rate = rate_sum(metric, by, window, matchers, part)
+    total = rate_sum(metric, by, window, matchers)
+    return f"({part_rate} or {total} * 0) / {total}"
+
+
+def quantile(q: float, histogram: str, by: tuple[str, ...], window: str, *matchers: str) -> str:
+    """``histogram_quantile(q, ...)`` of a Ray histogram, grouped by ``by``."""
+    return f"histogram_quantile({q:g}, {rate_sum(histogram + '_bucket', (*by, 'le'), window, *matchers)})"
+
+
+def histogram_mean(histogram: str, by: tuple[str, ...], window: str, *matchers: str) -> str:
+    """Mean of a histogram's observations over ``window``."""
+    return f"{rate_sum(histogram + '_sum', by, window, *matchers)} / {rate_sum(histogram + '_count', by, window, *matchers)}"
+
+
+def monthly_cost(matchers: str, window: str) -> str:
+    """Projected monthly USD per variant: cost per inference x current request rate x a month."""
+    provisioned = selector(COST, matchers, 'method="provisioned"')
+    cost = f"max by (variant) ({provisioned})"
+    requests = rate_sum(REQUESTS, ("variant",), window, matchers, 'status="ok"')
+    return f"{cost} * on (variant) {requests} * {SECONDS_PER_MONTH}"
