@@ -9,6 +9,7 @@ import typer
 
 from distill.cli import register as _register_distill
 from gateway.cli import register as _register_gateway
+from kdgate.ops.cli import register as _register_ops
 
 app = typer.Typer(
     name="kdgate",
@@ -25,6 +26,7 @@ def _main() -> None:
 
 _register_distill(app)
 _register_gateway(app)
+_register_ops(app)
 
 
 @app.command()
