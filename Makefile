@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test test-fast clean help
+.PHONY: venv system-deps demo test test-fast clean help loadtest
 
 help:
 	@echo "make demo       distil an MNIST-1D student end to end (report in $(DEMO_OUT))"
@@ -40,6 +40,12 @@ test: venv system-deps
 
 test-fast: venv
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Locust, headless and bounded, against a gateway started from deployments/local.yaml (models
+# from `make demo`) on loopback ports; CSV in runs/loadtest; fails if any request failed.
+# Another gateway or config: make loadtest LOADTEST_ARGS="--url http://127.0.0.1:8000"
+loadtest: venv
+	$(PY) loadtests/run_loadtest.py --out runs/loadtest $(LOADTEST_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .kdgate-cache

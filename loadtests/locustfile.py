@@ -1,0 +1,128 @@
+"""Locust load test of the kdgate gateway: V2 and V1 users, sticky user keys, a step load shape.
+
+Payload rows come from the bundled dataset that matches the served model's input width
+(read from the V2 model metadata): MNIST-1D (40 features, generated offline with
+``mnist1d.data.make_dataset``) or scikit-learn's digits (64). Every simulated user keeps
+one ``x-user-id`` for its whole life, so the canary split pins it to one variant. A
+request fails unless the gateway answers 200 with one output row per input row.
+
+The step shape adds ``KDGATE_STEP_USERS`` users every ``KDGATE_STEP_SECONDS`` for
+``KDGATE_STEPS`` steps, then stops: the run is bounded by construction.
+
+Example (loopback only; `make loadtest` wraps this and also starts a gateway):
+    $ locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 \
+        --csv runs/loadtest/kdgate --only-summary
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+
+from locust import FastHttpUser, LoadTestShape, between, events, task
+
+MODEL = os.environ.get("KDGATE_MODEL", "mnist1d")
+ROWS_PER_REQUEST = int(os.environ.get("KDGATE_ROWS_PER_REQUEST", "4"))
+STEP_USERS = int(os.environ.get("KDGATE_STEP_USERS", "4"))
+STEP_SECONDS = float(os.environ.get("KDGATE_STEP_SECONDS", "10"))
+STEPS = int(os.environ.get("KDGATE_STEPS", "3"))
+WAIT_MIN_S, WAIT_MAX_S = 0.01, 0.05
+
+_user_ids = itertools.count()
+_payload: dict = {"rows": None, "input": "input"}
+
+
+def dataset_rows(width: int, n: int = 512) -> list[list[float]]:
+    """``n`` rows of the bundled dataset whose rows have ``width`` features."""
+    if width == 40:
+        from mnist1d.data import get_dataset_args, make_dataset  # offline generator, no download
+
+        args = get_dataset_args()
+        args.num_samples, args.seed = n, 0
+        x = make_dataset(args)["x"]
+    elif width == 64:
+        from sklearn.datasets import load_digits  # bundled with scikit-learn
+
+        x = load_digits().data[:n] / 16.0
+    else:
+        raise ValueError(f"no bundled dataset has {width} features (MNIST-1D: 40, digits: 64)")
+    return [[float(v) for v in row] for row in x]
+
+
+@events.test_start.add_listener
+def _load_payloads(environment, **_kwargs) -> None:
+    """Ask the gateway for its input tensor, then load matching dataset rows (once per run)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{environment.host}/v2/models/{MODEL}", timeout=10) as response:
+            (tensor,) = json.loads(response.read())["inputs"]
+        width = tensor["shape"][-1] if len(tensor["shape"]) > 1 else 40  # no shape declared: MNIST-1D
+        _payload.update(rows=dataset_rows(width), input=tensor["name"])
+    except (OSError, ValueError, KeyError) as err:
+        logging.error("kdgate locustfile: cannot read model %r from %s: %s", MODEL, environment.host, err)
+        environment.process_exit_code = 2
+        environment.runner.quit()
+
+
+def _batch() -> list[list[float]]:
+    rows = _payload["rows"]
+    start = random.randrange(len(rows) - ROWS_PER_REQUEST)
+    return rows[start:start + ROWS_PER_REQUEST]
+
+
+class _GatewayUser(FastHttpUser):
+    abstract = True
+    wait_time = between(WAIT_MIN_S, WAIT_MAX_S)
+
+    def on_start(self) -> None:
+        self.headers = {"x-user-id": f"locust-user-{next(_user_ids)}"}  # sticky for the user's life
+
+    def _post(self, path: str, body: dict, name: str, rows_of) -> None:
+        with self.client.post(path, json=body, headers=self.headers, name=name, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                return
+            try:
+                rows = rows_of(response.json())
+            except (ValueError, KeyError, IndexError, TypeError) as err:
+                response.failure(f"unexpected answer: {err}")
+                return
+            if rows != ROWS_PER_REQUEST:
+                response.failure(f"{rows} output rows for {ROWS_PER_REQUEST} inputs")
+
+
+class V2User(_GatewayUser):
+    """Open Inference Protocol V2 JSON: ``POST /v2/models/{model}/infer``."""
+
+    weight = 3
+
+    @task
+    def infer(self) -> None:
+        batch = _batch()
+        body = {"inputs": [{"name": _payload["input"], "datatype": "FP32", "shape": [len(batch), len(batch[0])],
+                            "data": [v for row in batch for v in row]}]}
+        self._post(f"/v2/models/{MODEL}/infer", body, "v2 infer", lambda a: a["outputs"][0]["shape"][0])
+
+
+class V1User(_GatewayUser):
+    """V1 JSON: ``POST /v1/models/{model}:predict`` with ``{"instances": [...]}``."""
+
+    weight = 1
+
+    @task
+    def predict(self) -> None:
+        self._post(f"/v1/models/{MODEL}:predict", {"instances": _batch()}, "v1 predict", lambda a: len(a["predictions"]))
+
+
+class StepLoadShape(LoadTestShape):
+    """``STEP_USERS`` more users every ``STEP_SECONDS``, ``STEPS`` times; then the test ends."""
+
+    def tick(self):
+        elapsed = self.get_run_time()
+        if elapsed >= STEPS * STEP_SECONDS:
+            return None
+        users = STEP_USERS * (int(elapsed // STEP_SECONDS) + 1)
+        return users, STEP_USERS
