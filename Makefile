@@ -7,12 +7,16 @@ PY := $(VENV)/bin/python
 # The stamp changes when pyproject.toml does, so an edited dependency list re-installs.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_OUT ?= runs/demo
+DEMO_ARGS ?=
+BENCH_OUT ?= runs/bench
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo test test-fast clean help loadtest
+.PHONY: venv system-deps demo bench test test-fast clean help loadtest
 
 help:
-	@echo "make demo       distil an MNIST-1D student end to end (report in $(DEMO_OUT))"
+	@echo "make demo       distil, serve, canary, promote, roll a bad student back (report in $(DEMO_OUT)/demo-report)"
+	@echo "make bench      side-by-side benchmarks (runs/bench/bench.md)"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  unit tests only (no Ray, no servers)"
 
@@ -31,8 +35,15 @@ system-deps:
 	  echo "installing Debian's prometheus (tests scrape the real gateway)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
+# Distil -> serve -> shadow -> canary under Locust -> promote; corrupted v2 -> automatic
+# rollback; summary table + report in $(DEMO_OUT)/demo-report. DEMO_ARGS=--skip-distill reuses models.
 demo: venv
-	$(VENV)/bin/kdgate distill distill/configs/mnist1d.yaml --out $(DEMO_OUT)
+	$(PY) -m kdgate.demo --out $(DEMO_OUT) $(DEMO_ARGS)
+
+# Side-by-side benchmarks (gateway vs bare Serve, shadow, batching, ORT vs torch, Triton):
+# runs/bench/bench.json + bench.md. BENCH_ARGS=--default-modes measures Ray Serve's default proxy.
+bench: venv
+	$(PY) loadtests/bench_all.py --out $(BENCH_OUT) $(BENCH_ARGS)
 
 # pytest exits 5 when it collected nothing; that is not a failure of the suite.
 test: venv system-deps
