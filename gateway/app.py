@@ -53,9 +53,14 @@ VERSION_HEADER = "x-kdgate-model-version"
 FALLBACK_HEADER = "x-kdgate-fallback"
 DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
 
+RETRY_AFTER_S = 1  # a 503 tells clients when to retry (a backend may come back any moment)
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status,
-                        headers={VARIANT_HEADER: "none"})
+    headers = {VARIANT_HEADER: "none"}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 # Helpers sit above the deployments: @serve.deployment pickles the class at import

@@ -83,9 +83,11 @@ def serve_instance():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def triton_server(onnx_models):
-    """A real Triton server (pytriton) serving the teacher ONNX model as ``kdgate-teacher``."""
+def start_triton(model_path: str, *, http_port: int, grpc_port: int, model: str = "kdgate-teacher"):
+    """A running real Triton server (pytriton's tritonserver) serving ``model_path`` as ``model``.
+
+    The caller stops it (``.stop()``); starting again on the same ports brings it back.
+    """
     pytest.importorskip("pytriton")
     from pytriton.decorators import batch
     from pytriton.model_config import ModelConfig, Tensor
@@ -95,22 +97,48 @@ def triton_server(onnx_models):
     os.environ["LD_LIBRARY_PATH"] = sysconfig.get_config_var("LIBDIR")
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_models["teacher"], providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
 
     @batch
     def infer(input):  # noqa: A002 - the tensor is called "input" in the export contract
         return {"logits": session.run(["logits"], {"input": input})[0]}
 
-    http_port, grpc_port = free_port(), free_port()
     config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",
                           grpc_port=grpc_port, metrics_port=free_port(), allow_metrics=False)
     triton = Triton(config=config)
-    triton.bind("kdgate-teacher", infer,
+    triton.bind(model, infer,
                 inputs=[Tensor(name="input", dtype=np.float32, shape=(FEATURES,))],
                 outputs=[Tensor(name="logits", dtype=np.float32, shape=(CLASSES,))],
                 config=ModelConfig(max_batch_size=64))
     triton.run()
+    return triton
+
+
+@pytest.fixture(scope="session")
+def triton_server(onnx_models):
+    """A real Triton server (pytriton) serving the teacher ONNX model as ``kdgate-teacher``."""
+    http_port, grpc_port = free_port(), free_port()
+    triton = start_triton(onnx_models["teacher"], http_port=http_port, grpc_port=grpc_port)
     try:
         yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "model": "kdgate-teacher"}
     finally:
+        triton.stop()
+
+
+@pytest.fixture()
+def triton_factory(onnx_models):
+    """Start real Triton servers serving the teacher; all are stopped after the test.
+
+    ``start()`` takes free ports; ``start(ports)`` restarts on the ports of an earlier one.
+    Returns ``(server, {"http": port, "grpc": port})``.
+    """
+    started = []
+
+    def start(ports: dict | None = None):
+        ports = ports or {"http": free_port(), "grpc": free_port()}
+        started.append(start_triton(onnx_models["teacher"], http_port=ports["http"], grpc_port=ports["grpc"]))
+        return started[-1], ports
+
+    yield start
+    for triton in started:
         triton.stop()

@@ -7,6 +7,7 @@ import httpx
 import numpy as np
 
 FEATURES = 40
+ADMIN_TOKEN = "gateway-admin-token"  # what app_factory's token file holds
 
 
 def onnx_reference(path: str, x: np.ndarray) -> np.ndarray:

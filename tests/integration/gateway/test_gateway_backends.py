@@ -9,33 +9,10 @@ import time
 import httpx
 import numpy as np
 import pytest
-from gateway_support import deploy, gateway_config, onnx_reference, wait_ready
+from gateway_support import ADMIN_TOKEN as TOKEN
+from gateway_support import gateway_config, onnx_reference
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "backend-admin-token"
-
-
-@pytest.fixture()
-def app_factory(serve_instance, tmp_path):
-    """Deploy gateway apps with a token file; every app is deleted after the test."""
-    from ray import serve
-
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
-    names: list[str] = []
-
-    def make(name: str, config: dict) -> str:
-        config["admin"] = {"token_file": str(token_file)}
-        deploy(config, name=name, prefix=f"/{name}")
-        names.append(name)
-        url = f"{serve_instance['url']}/{name}"
-        wait_ready(url)
-        return url
-
-    yield make
-    for name in names:
-        serve.delete(name)
 
 
 def _stats(url: str) -> dict:
