@@ -180,22 +180,29 @@ def headline(ds: Dataset, config: DistillConfig, variants: dict) -> dict:
     }
 
 
-def build_report(config: DistillConfig, ds: Dataset, soft, runs, best, student, variants: dict,
+def build_report(config: DistillConfig, ds: Dataset, soft, runs, best, strategy, variants: dict,
                  labels, timings: dict, out_dir: Path) -> dict:
-    """The report dict (keys listed in docs/artifacts.md); also writes manifest.json."""
+    """The report dict (keys listed in docs/artifacts.md); also writes manifest.json.
+
+    ``strategy`` is the StrategyResult that trained the exported student.
+    """
+    from distill.strategies.runner import strategy_rows  # noqa: PLC0415
+
     latency = {kind: (variants[kind].get("latency_ms") or {}).get("batch1") for kind in ("student", "baseline")}
     report = {
         "name": config.name, "config": config.model_dump(mode="json"), "dataset": ds.summary(),
         "task": ds.task, "class_labels": ds.class_labels,
         "teacher": _public(variants["teacher"]),
         "student": {**_public(variants["student"]), "temperature": best.temperature, "alpha": best.alpha,
-                    "architecture": describe(config.student.architecture, student)},
+                    "architecture": describe(strategy.architecture, strategy.student)},
         "baseline": _public(variants["baseline"]),
         **headline(ds, config, variants),
         "sweep": [run.row(ds.task, latency["baseline" if run.kind == "baseline" else "student"]) for run in runs],
         "timings_s": dict(timings),
         "soft_label_cache": {"hit": labels.hit, "key": labels.key, "path": str(labels.path)},
+        "strategy": strategy.report,
     }
+    report["strategies"] = strategy_rows(report)
     report["manifest"] = str(write_manifest(config, ds, soft, report, out_dir))
     return report
 
@@ -218,7 +225,8 @@ def write_manifest(config: DistillConfig, ds: Dataset, soft, report: dict, out_d
         "dataset": {k: report["dataset"][k] for k in ("name", "sha256", "n_train", "n_val", "n_test", "n_unlabeled")},
         "hyperparameters": {"temperature": student["temperature"], "alpha": student["alpha"],
                             "epochs": config.student.train.epochs, "batch_size": config.student.train.batch_size,
-                            "lr": config.student.train.lr, "seed": config.seed},
+                            "lr": config.student.train.lr, "seed": config.seed,
+                            "strategy": config.strategy.kind},
         "metrics": {"teacher_accuracy": teacher.get("accuracy"), "student_accuracy": student.get("accuracy"),
                     "baseline_accuracy": report["baseline"].get("accuracy"), "agreement": report["agreement"],
                     "retention": report["retention"], "student_mse": student.get("mse")},

@@ -77,6 +77,8 @@ class ArchitectureConfig(_Strict):
         "stride", description="CNN: 'stride' (every conv has stride 2, lean) or 'pool' "
         "(stride-1 convs, max-pool after every second, more compute).")
     hidden: int = Field(0, ge=0, le=8192, description="CNN: units of a hidden layer before the output (0 = none).")
+    batchnorm: bool = Field(False, description="BatchNorm after every conv/hidden layer (a teacher needs it for "
+                            "data-free distillation that matches its batch-norm statistics).")
 
 
 class TrainConfig(_Strict):
@@ -158,6 +160,105 @@ class CostConfig(_Strict):
     student_usd_per_hour: float = Field(0.10, ge=0, description="$/hour of one student replica.")
 
 
+class ScheduleConfig(_Strict):
+    """How a value moves over the final training run: constant, or linear from start to end."""
+
+    shape: Literal["constant", "linear"] = Field("constant", description="constant, or linear over all steps "
+                                                 "(decay when end < start, growth when end > start).")
+    start: float | None = Field(None, description="Value at the first step (default: the sweep's choice).")
+    end: float | None = Field(None, description="linear only: value at the last step (default: the start).")
+
+
+class SchedulesConfig(_Strict):
+    """Temperature and alpha schedules of the final student's training."""
+
+    temperature: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Temperature T over training.")
+    alpha: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Weight alpha over training.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SchedulesConfig":
+        for value in (self.temperature.start, self.temperature.end):
+            if value is not None and value <= 0:
+                raise ValueError("temperature schedule values must be > 0")
+        for value in (self.alpha.start, self.alpha.end):
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError("alpha schedule values must lie in [0, 1]")
+        return self
+
+
+class LayerPair(_Strict):
+    """One teacher layer matched to one student layer, by module name (``model.named_modules()``)."""
+
+    teacher: str = Field(..., min_length=1, description="Teacher module name, e.g. features.9.")
+    student: str = Field(..., min_length=1, description="Student module name, e.g. features.3.")
+
+
+class FeaturesConfig(_Strict):
+    """Feature matching (FitNets): student features, projected to the teacher's width, regress the teacher's."""
+
+    pairs: list[LayerPair] = Field(default_factory=list, description="Layer pairs matched at once (>= 1 for "
+                                   "kind features). A learned 1x1 projection maps student to teacher width "
+                                   "where they differ; longer feature maps are average-pooled to the shorter.")
+    beta: float = Field(1.0, ge=0, description="Weight of the feature loss added to the KD loss.")
+
+
+class ProgressiveConfig(_Strict):
+    """Teacher -> assistant -> student (teacher-assistant distillation)."""
+
+    assistant: ArchitectureConfig | None = Field(None, description="The assistant's architecture "
+                                                 "(default: the student's at twice its width).")
+    train: TrainConfig | None = Field(None, description="The assistant's schedule (default: the student's).")
+
+
+class BornAgainConfig(_Strict):
+    """Born-again (self-)distillation: the teacher's architecture trained from scratch on its soft labels."""
+
+    train: TrainConfig | None = Field(None, description="Schedule (default: the teacher's own).")
+    transfer_fraction: float = Field(0.0, ge=0, le=1, description="Share of the transfer rows added to the "
+                                     "labeled rows (0: the teacher's own training rows, as in the paper).")
+
+
+class DataFreeConfig(_Strict):
+    """Data-free KD: inputs synthesised from the teacher alone, in rounds, then the student distils on them."""
+
+    rounds: int = Field(4, ge=1, le=100, description="Synthesis rounds; from the second on, new inputs are also "
+                        "pushed towards where student and teacher disagree (adversarial term).")
+    samples_per_round: int = Field(1024, ge=8, description="Inputs synthesised per round.")
+    steps: int = Field(60, ge=1, description="Optimiser steps per synthesised batch.")
+    batch_size: int = Field(256, ge=2, description="Inputs optimised together (batch-norm statistics need many).")
+    lr: float = Field(0.1, gt=0, description="Adam learning rate on the inputs.")
+    bn_weight: float = Field(1.0, ge=0, description="Weight of matching the teacher's batch-norm mean/variance "
+                             "(needs teacher.architecture.batchnorm).")
+    confidence_weight: float = Field(1.0, ge=0, description="Weight of the teacher's CE to a drawn target class "
+                                     "(confident predictions; balanced targets keep classes diverse).")
+    adversarial_weight: float = Field(1.0, ge=0, description="Weight of teacher/student disagreement to maximise.")
+    prior_weight: float = Field(1e-3, ge=0, description="Weight of a smoothness prior (total variation + L2).")
+    epochs_per_round: int = Field(10, ge=1, description="Student epochs over the synthetic pool after each round.")
+
+
+class StrategyConfig(_Strict):
+    """Which distillation strategy trains the final student, and its settings."""
+
+    kind: Literal["kd", "features", "progressive", "born_again", "data_free"] = Field(
+        "kd", description="kd (plain Hinton KD), features (+ intermediate-layer matching), progressive "
+        "(via an assistant), born_again (teacher-size student) or data_free (no real inputs).")
+    schedules: SchedulesConfig = Field(default_factory=SchedulesConfig,
+                                       description="Temperature/alpha schedules (every strategy).")
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig, description="kind features: settings.")
+    progressive: ProgressiveConfig = Field(default_factory=ProgressiveConfig,
+                                           description="kind progressive: settings.")
+    born_again: BornAgainConfig = Field(default_factory=BornAgainConfig, description="kind born_again: settings.")
+    data_free: DataFreeConfig = Field(default_factory=DataFreeConfig, description="kind data_free: settings.")
+    compare_with_kd: bool = Field(True, description="Also train a plain-KD student (not exported) so the "
+                                  "report compares the strategy with it (ignored for kind kd).")
+
+    @model_validator(mode="after")
+    def _pairs_for_features(self) -> "StrategyConfig":
+        if self.kind == "features" and not self.features.pairs:
+            raise ValueError("strategy.kind features needs at least one entry in features.pairs")
+        return self
+
+
 class DistillConfig(_Strict):
     """The whole `kdgate distill` config document."""
 
@@ -174,6 +275,22 @@ class DistillConfig(_Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="The temperature x alpha sweep.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="Exported artifacts.")
     cost: CostConfig = Field(default_factory=CostConfig, description="Prices for cost per inference.")
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the final student is "
+                                     "distilled (default: plain KD with constant temperature and alpha).")
+
+    @model_validator(mode="after")
+    def _strategy_fits_teacher(self) -> "DistillConfig":
+        needs_model = {"features": "feature matching", "born_again": "born-again distillation",
+                       "data_free": "data-free distillation"}
+        kind = self.strategy.kind
+        if kind in needs_model and self.teacher.source != "train":
+            raise ValueError(f"strategy.kind {kind}: {needs_model[kind]} needs the teacher's network "
+                             f"(teacher.source train), not teacher.source {self.teacher.source}")
+        if (kind == "data_free" and self.strategy.data_free.bn_weight > 0
+                and not self.teacher.architecture.batchnorm):
+            raise ValueError("strategy.data_free.bn_weight > 0 matches the teacher's batch-norm statistics: "
+                             "set teacher.architecture.batchnorm: true, or bn_weight: 0")
+        return self
 
 
 def _format_location(loc: tuple) -> str:

@@ -19,8 +19,8 @@ from distill.config import ArchitectureConfig
 from distill.errors import ConfigError
 
 
-def _conv_stack(arch: ArchitectureConfig, in_channels: int, spatial: tuple[int, ...], conv, pool):
-    """Conv + ReLU layers; returns (layers, out_channels, out_spatial).
+def _conv_stack(arch: ArchitectureConfig, in_channels: int, spatial: tuple[int, ...], conv, pool, norm):
+    """Conv (+ BatchNorm) + ReLU layers; returns (layers, out_channels, out_spatial).
 
     'stride' halves the length in every conv (cheap: what a lean student wants);
     'pool' keeps stride 1 and max-pools after every second conv (more compute per input,
@@ -31,7 +31,8 @@ def _conv_stack(arch: ArchitectureConfig, in_channels: int, spatial: tuple[int, 
     for index in range(arch.depth):
         kernel = arch.kernel_size if index == 0 else 3
         stride = 2 if arch.downsample == "stride" else 1
-        layers += [conv(channels, arch.width, kernel, stride=stride, padding=kernel // 2), nn.ReLU()]
+        layers.append(conv(channels, arch.width, kernel, stride=stride, padding=kernel // 2))
+        layers += [norm(arch.width), nn.ReLU()] if arch.batchnorm else [nn.ReLU()]
         channels = arch.width
         spatial = tuple((s + 2 * (kernel // 2) - kernel) // stride + 1 for s in spatial)
         if arch.downsample == "pool" and index % 2 == 1 and min(spatial) >= 2:
@@ -61,8 +62,9 @@ class ConvNet(nn.Module):
         else:
             raise ConfigError(f"architecture.kind {arch.kind} needs inputs of {spatial_dims} or "
                               f"{spatial_dims + 1} dims per row, the data has shape {tuple(feature_shape)}")
-        conv, pool = (nn.Conv1d, nn.MaxPool1d) if spatial_dims == 1 else (nn.Conv2d, nn.MaxPool2d)
-        layers, channels, spatial = _conv_stack(arch, in_channels, spatial, conv, pool)
+        conv, pool, norm = ((nn.Conv1d, nn.MaxPool1d, nn.BatchNorm1d) if spatial_dims == 1
+                            else (nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d))
+        layers, channels, spatial = _conv_stack(arch, in_channels, spatial, conv, pool, norm)
         self.features = nn.Sequential(*layers)
         self.head = _head(arch, channels * math.prod(spatial), n_outputs)
 
@@ -80,7 +82,8 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         width_in = math.prod(feature_shape)
         for _ in range(arch.depth):
-            layers += [nn.Linear(width_in, arch.width), nn.ReLU()]
+            layers.append(nn.Linear(width_in, arch.width))
+            layers += [nn.BatchNorm1d(arch.width), nn.ReLU()] if arch.batchnorm else [nn.ReLU()]
             width_in = arch.width
         layers.append(nn.Linear(width_in, n_outputs))
         self.net = nn.Sequential(*layers)

@@ -22,7 +22,8 @@ from distill.cache import SoftLabelCache
 from distill.config import DistillConfig
 from distill.data import Dataset, load_dataset
 from distill.errors import TeacherError
-from distill.sweep import TeacherOutputs, choose_best, run_sweep, train_student
+from distill.strategies.runner import check_strategy, run_strategy
+from distill.sweep import TeacherOutputs, choose_best, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
         ds = load_dataset(config.data, config.seed)
     reporter.log(f"data: {ds.name}: {len(ds.x_train)} train, {len(ds.x_val)} val, {len(ds.x_test)} test, "
                  f"{len(ds.x_unlabeled)} unlabeled transfer rows")
+    check_strategy(config, ds)
     with timings.stage("teacher"):
         teacher = prepare_teacher(config, ds, reporter)
     with timings.stage("soft_labels"):
@@ -130,14 +132,16 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
         best = choose_best(runs)
     reporter.log(f"sweep: chose T={best.temperature:g} alpha={best.alpha:g} (validation {best.val_score:.4f})")
     with timings.stage("final"):
-        student = train_student(config, ds, soft, best.temperature, best.alpha, config.student.train.epochs,
-                                1.0, _epoch_bar(reporter, "final student", config.student.train.epochs))
+        strategy = run_strategy(config, ds, soft, teacher, best.temperature, best.alpha,
+                                lambda label, epochs: _epoch_bar(reporter, label, epochs))
+    student = strategy.student
+    reporter.log(f"strategy: {config.strategy.kind}" + _versus_kd(strategy.report))
     baseline = next(r.model for r in runs if r.kind == "baseline")
     with timings.stage("export"):
         variants = export_and_evaluate(config, ds, teacher, soft, student, baseline, out_dir, reporter)
     add_validation_scores(ds, variants, student, baseline)
     timings["total"] = round(time.perf_counter() - start, 3)
-    report = build_report(config, ds, soft, runs, best, student, variants, labels, timings, out_dir)
+    report = build_report(config, ds, soft, runs, best, strategy, variants, labels, timings, out_dir)
     with timings.stage("report"):
         html = write_report(out_dir, report)
     timings["total"] = round(time.perf_counter() - start, 3)
@@ -145,6 +149,13 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     _rewrite_json(out_dir, report)
     reporter.log(f"report: {html}")
     return report
+
+
+def _versus_kd(strategy: dict) -> str:
+    if "vs_plain_kd" not in strategy:
+        return ""
+    verdict = "beats" if strategy["beats_plain_kd"] else "does NOT beat"
+    return f" {verdict} plain KD ({strategy['vs_plain_kd']:+.4f} on the test set)"
 
 
 def add_validation_scores(ds: Dataset, variants: dict, student, baseline) -> None:

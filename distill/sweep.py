@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from distill.config import DistillConfig
+from distill.config import DistillConfig, TrainConfig
 from distill.data import Dataset
 from distill.losses import make_task
 from distill.models import build_model
@@ -86,9 +86,22 @@ def _train_student(config: DistillConfig, ds: Dataset, soft: TeacherOutputs | No
     if soft is None:
         settings = config.student.baseline_train.model_copy(update={"epochs": epochs})
         return fit(model, ds.x_train, ds.y_train, None, make_task(ds.task), settings, config.seed, on_epoch)
-    x, y, t = transfer_rows(ds, soft.train, soft.unlabeled, fraction, config.seed)
     settings = config.student.train.model_copy(update={"epochs": epochs})
-    return fit(model, x, y, t, make_task(ds.task, temperature, alpha), settings, config.seed, on_epoch)
+    return distil_model(config, ds, soft, model, make_task(ds.task, temperature, alpha), settings, fraction,
+                        on_epoch)
+
+
+def distil_model(config: DistillConfig, ds: Dataset, soft: TeacherOutputs, model: torch.nn.Module,
+                 task: torch.nn.Module, settings: TrainConfig, fraction: float,
+                 on_epoch: Callable[[int, float], None] | None = None,
+                 extras_for: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None) -> torch.nn.Module:
+    """Train ``model`` with ``task`` on the labeled rows plus ``fraction`` of the transfer rows.
+
+    ``extras_for(x)`` may return per-row arrays for the task (e.g. the teacher's features).
+    """
+    x, y, t = transfer_rows(ds, soft.train, soft.unlabeled, fraction, config.seed)
+    extras = extras_for(x) if extras_for else None
+    return fit(model, x, y, t, task, settings, config.seed, on_epoch, extras)
 
 
 def evaluate_run(kind: str, temperature: float | None, alpha: float, model: torch.nn.Module,

@@ -157,7 +157,9 @@ def train_teacher(config: TeacherConfig, ds: Dataset, cache_root: Path, seed: in
     from distill.models import build_model  # noqa: PLC0415
     from distill.train import fit  # noqa: PLC0415
 
-    recipe = json.dumps({"architecture": config.architecture.model_dump(), "train": config.train.model_dump(),
+    # batchnorm joined the architecture later; leaving it out when off keeps older cache keys valid.
+    architecture = config.architecture.model_dump(exclude={"batchnorm"} if not config.architecture.batchnorm else None)
+    recipe = json.dumps({"architecture": architecture, "train": config.train.model_dump(),
                          "seed": seed, "task": ds.task, "outputs": ds.n_outputs}, sort_keys=True)
     path = Path(cache_root) / "teachers" / f"{content_key('teacher-v1', recipe, ds.sha256())}.pt"
     torch.manual_seed(seed)

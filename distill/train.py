@@ -28,27 +28,37 @@ def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
 
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, teacher_logits: np.ndarray | None,
         task: nn.Module, settings: TrainConfig, seed: int,
-        on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+        on_epoch: Callable[[int, float], None] | None = None,
+        extras: dict[str, np.ndarray] | None = None) -> nn.Module:
     """Train ``model`` in place on (x, y[, teacher_logits]) and return it in eval mode.
 
     Labels of transfer rows are UNLABELED (classification) or NaN (regression); the task
     gives them the distillation term only. ``on_epoch(epoch, mean_total_loss)`` reports progress.
+    Tasks with parameters of their own (feature projections) are optimised with the model;
+    ``extras`` are per-row arrays passed to the task by name (e.g. teacher features), and a
+    task with ``set_progress(fraction)`` hears how far training is (temperature/alpha schedules).
     """
     generator = torch.Generator().manual_seed(seed)
     xs, ys, ts = _tensor(x), _tensor(y), _tensor(teacher_logits)
+    per_row = {name: _tensor(values) for name, values in (extras or {}).items()}
     n_rows = len(xs)
     batch = min(settings.batch_size, n_rows)
     steps_per_epoch = -(-n_rows // batch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr,
-                                                   total_steps=settings.epochs * steps_per_epoch)
+    total_steps = settings.epochs * steps_per_epoch
+    parameters = list(model.parameters()) + list(task.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total_steps)
+    set_progress = getattr(task, "set_progress", None)
     model.train()
     for epoch in range(settings.epochs):
         order = torch.randperm(n_rows, generator=generator)
         total = 0.0
-        for start in range(0, n_rows, batch):
+        for step, start in enumerate(range(0, n_rows, batch)):
             rows = order[start:start + batch]
-            losses = task(model(xs[rows]), None if ts is None else ts[rows], ys[rows])
+            if set_progress:
+                set_progress((epoch * steps_per_epoch + step) / max(1, total_steps - 1))
+            losses = task(model(xs[rows]), None if ts is None else ts[rows], ys[rows],
+                          **{name: values[rows] for name, values in per_row.items()})
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimizer.step()
@@ -82,8 +92,9 @@ def transfer_rows(ds: Dataset, train_soft: np.ndarray, unlabeled_soft: np.ndarra
     """
     n_unlabeled = len(ds.x_unlabeled)
     keep = np.arange(n_unlabeled)
-    if fraction < 1.0 and n_unlabeled:
-        keep = np.random.default_rng(seed).permutation(n_unlabeled)[: max(1, int(n_unlabeled * fraction))]
+    if fraction < 1.0 and n_unlabeled:  # fraction 0: the labeled rows alone
+        count = max(1, int(n_unlabeled * fraction)) if fraction > 0 else 0
+        keep = np.random.default_rng(seed).permutation(n_unlabeled)[:count]
     if ds.task == "regression":
         filler = np.full((len(keep), *ds.y_train.shape[1:]), np.nan, np.float32)
     else:
