@@ -50,12 +50,13 @@ def _rule(name: str, expr: str, hold: str, severity: str, summary: str, descript
 
 
 def _rollback(t: AlertThresholds) -> dict:
-    phase = q.selector(q.ROLLOUT_PHASE, ALL_MODELS, 'phase="RolledBack"')
+    phase = q.latest(q.ROLLOUT_PHASE, ALL_MODELS, 'phase="RolledBack"')  # set once, then evicted by Ray
     rolled_back = f"max by (model, variant) ({phase}) == 1"
     return _rule("KdgateRollbackHappened", rolled_back, "0m", "critical",
                  "Rollout of {{ $labels.variant }} ({{ $labels.model }}) was rolled back",
                  "The rollout controller moved the student to its rollback weight after failing gates; it stays "
-                 "RolledBack until a person acts. Read `kdgate rollout status` and the evidence bundle.")
+                 "RolledBack until a person acts (the alert clears when the phase changes, or after an hour "
+                 "without news). Read `kdgate rollout status` and the evidence bundle.")
 
 
 def _agreement(t: AlertThresholds) -> dict:
@@ -99,9 +100,9 @@ def alert_rules(thresholds: AlertThresholds) -> list[dict]:
     return [build(thresholds) for build in (_rollback, _agreement, _latency, _shadow_drops, _fallbacks)]
 
 
-def rules_file(thresholds: AlertThresholds) -> dict:
-    """A plain Prometheus rules file (``groups:``)."""
-    return {"groups": [{"name": GROUP, "interval": "30s", "rules": alert_rules(thresholds)}]}
+def rules_file(thresholds: AlertThresholds, *, interval: str = "30s") -> dict:
+    """A plain Prometheus rules file (``groups:``), evaluated every ``interval``."""
+    return {"groups": [{"name": GROUP, "interval": interval, "rules": alert_rules(thresholds)}]}
 
 
 def prometheus_rule(thresholds: AlertThresholds, *, name: str = "kdgate") -> dict:

@@ -67,7 +67,7 @@ def _traffic_panels() -> tuple[Panel, ...]:
             Target("{{variant}}", q.ratio(q.REQUESTS, 'status!="ok"', MODEL, ("variant",), RANGE)),),
               description="Failed model answers / all answers, per variant (primary and shadow)."),
         Panel("Traffic weight: configured vs served", "percentunit", (
-            Target("{{variant}} configured", f"max by (variant) ({q.selector(q.WEIGHT, MODEL)})"),
+            Target("{{variant}} configured", f"max by (variant) ({q.latest(q.WEIGHT, MODEL)})"),
             Target("{{variant}} served", f"{served} / ignoring(variant) group_left sum({served})"),
         )),
     )
@@ -83,7 +83,7 @@ def _quality_panels() -> tuple[Panel, ...]:
             Target("{{variant}} p90", q.quantile(0.9, q.KL, ("variant",), RANGE, MODEL)),
         )),
         Panel("Cost per inference", "currencyUSD", (
-            Target("{{variant}} {{method}}", f"max by (variant, method) ({q.selector(q.COST, MODEL)})"),)),
+            Target("{{variant}} {{method}}", f"max by (variant, method) ({q.latest(q.COST, MODEL)})"),)),
         Panel("Projected monthly cost at the current rate", "currencyUSD", (
             Target("{{variant}}", q.monthly_cost(MODEL, RANGE)),),
               description="Provisioned cost per inference x answered requests per second x 30 days."),
@@ -93,11 +93,11 @@ def _quality_panels() -> tuple[Panel, ...]:
 def _rollout_panels() -> tuple[Panel, ...]:
     return (
         Panel("Rollout phase", "none", (
-            Target("{{variant}} {{phase}}", f"max by (variant, phase) ({q.selector(q.ROLLOUT_PHASE, MODEL)}) == 1"),),
+            Target("{{variant}} {{phase}}", f"max by (variant, phase) ({q.latest(q.ROLLOUT_PHASE, MODEL)}) == 1"),),
               kind="state-timeline"),
         Panel("Rollout weight and failing gates", "none", (
-            Target("{{variant}} student weight", f"max by (variant) ({q.selector(q.ROLLOUT_WEIGHT, MODEL)})"),
-            Target("{{gate}} failing", f"max by (gate) ({q.selector(q.ROLLOUT_GATE_FAILING, MODEL)})"),
+            Target("{{variant}} student weight", f"max by (variant) ({q.latest(q.ROLLOUT_WEIGHT, MODEL)})"),
+            Target("{{gate}} failing", f"max by (gate) ({q.latest(q.ROLLOUT_GATE_FAILING, MODEL)})"),
         )),
         Panel("Rollbacks", "none", (
             Target("{{variant}} {{reason}}", f"sum by (variant, reason) ({q.selector(q.ROLLBACKS, MODEL)})"),),

@@ -34,6 +34,16 @@ def selector(metric: str, *matchers: str) -> str:
     return f"{metric}{{{inner}}}"
 
 
+def latest(metric: str, *matchers: str, lookback: str = "1h") -> str:
+    """A gauge's last value within ``lookback``: ``last_over_time(metric{...}[lookback])``.
+
+    Ray 2.60 stops exporting a gauge about two export intervals (~20 s) after it was last
+    set, and kdgate sets some gauges only on change (weights, rollout phase) or every 30 s
+    (cost). A bare selector would show gaps and let alerts resolve by themselves.
+    """
+    return f"last_over_time({selector(metric, *matchers)}[{lookback}])"
+
+
 def _by(labels: tuple[str, ...]) -> str:
     return f"by ({', '.join(labels)})"
 
@@ -66,7 +76,7 @@ def histogram_mean(histogram: str, by: tuple[str, ...], window: str, *matchers: 
 
 def monthly_cost(matchers: str, window: str) -> str:
     """Projected monthly USD per variant: cost per inference x current request rate x a month."""
-    provisioned = selector(COST, matchers, 'method="provisioned"')
+    provisioned = latest(COST, matchers, 'method="provisioned"')
     cost = f"max by (variant) ({provisioned})"
     requests = rate_sum(REQUESTS, ("variant",), window, matchers, 'status="ok"')
     return f"{cost} * on (variant) {requests} * {SECONDS_PER_MONTH}"
