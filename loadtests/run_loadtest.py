@@ -2,7 +2,7 @@
 
 Without ``--url`` it starts ``kdgate serve CONFIG`` on free loopback ports, waits until
 the gateway is ready, runs ``loadtests/locustfile.py`` (its step shape ends the run; a
-``--run-time`` and a subprocess timeout bound it as well), writes Locust's CSV files under
+subprocess timeout bounds it as well), writes Locust's CSV files under
 ``--out`` and stops the gateway. Exit status: 0 only when requests were made and none
 failed.
 
@@ -59,7 +59,7 @@ def run_locust(url: str, out: pathlib.Path, *, steps: int, step_seconds: float, 
            "KDGATE_STEP_USERS": str(step_users), "KDGATE_MODEL": model}
     bound_s = steps * step_seconds + 15
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
-               "--csv", str(out / "kdgate"), "--only-summary", "--run-time", f"{int(bound_s)}s",
+               "--csv", str(out / "kdgate"), "--only-summary",
                "--stop-timeout", "5", "--exit-code-on-error", "1", "--loglevel", "WARNING"]
     done = subprocess.run(command, env=env, timeout=bound_s + 60, cwd=HERE.parent)
     with (out / "kdgate_stats.csv").open() as f:
@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--step-users", type=int, default=4)
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, help="Seconds to wait for the gateway.")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     proc, url = (None, args.url) if args.url else _start_gateway(args.config, args.out / "gateway.log")
     try:
-        wait_ready(url, READY_TIMEOUT_S, proc)
+        wait_ready(url, args.ready_timeout, proc)
         summary = run_locust(url, args.out, steps=args.steps, step_seconds=args.step_seconds,
                              step_users=args.step_users)
     except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired, StopIteration) as err:
