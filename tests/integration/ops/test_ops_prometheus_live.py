@@ -165,7 +165,7 @@ def test_every_panel_and_alert_returns_data_from_a_real_prometheus(ops_gateway, 
     try:
         results = _wait_for_data(prometheus, ops_gateway, locust)
     finally:
-        locust.join(timeout=sum(LOAD.values()) * 10 + 120)
+        locust.join(timeout=LOAD["steps"] * LOAD["step_seconds"] + 120)
     for label, result in results.items():
         print(f"{label}: {_format(result)}")
     print("rollout:", _admin(ops_gateway).get("status", {}).get("reason"))
