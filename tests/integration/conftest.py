@@ -79,7 +79,11 @@ def serve_instance():
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield {"url": f"http://127.0.0.1:{port}", "port": port,
            "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics"}
-    serve.shutdown()
+    try:
+        serve.shutdown()
+    except Exception as err:  # noqa: BLE001 -- seen on a loaded machine: Serve kills its HAProxy
+        # proxy actor before it started and then trips over it; the tests are done by now.
+        print(f"serve.shutdown() failed at teardown: {type(err).__name__}: {err}")
     ray.shutdown()
 
 
