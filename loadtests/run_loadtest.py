@@ -79,6 +79,16 @@ def verdict(summary: dict) -> str | None:
     return None
 
 
+def missing_models(config: pathlib.Path) -> list[str]:
+    """Model files a gateway config (or Ray Serve config) names that do not exist."""
+    import yaml
+
+    document = yaml.safe_load(config.read_text())
+    configs = [a["args"]["config"] for a in document["applications"]] if "applications" in document else [document]
+    paths = [v.get(key) for c in configs for v in c["variants"] for key in ("model_path", "manifest_path")]
+    return [p for p in paths if p and not pathlib.Path(p).exists()]
+
+
 def _start_gateway(config: pathlib.Path, log: pathlib.Path) -> tuple[subprocess.Popen, str]:
     port, metrics_port = free_port(), free_port()
     kdgate = pathlib.Path(sys.executable).with_name("kdgate")
@@ -111,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, help="Seconds to wait for the gateway.")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    missing = [] if args.url else missing_models(args.config)
+    if missing:
+        print(f"loadtest: {args.config} needs {', '.join(missing)}: run `make demo` first, or pass --url",
+              file=sys.stderr)
+        return 1
     proc, url = (None, args.url) if args.url else _start_gateway(args.config, args.out / "gateway.log")
     try:
         wait_ready(url, args.ready_timeout, proc)

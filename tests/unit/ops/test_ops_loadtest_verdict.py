@@ -26,3 +26,16 @@ def test_an_unreachable_gateway_fails_fast_with_a_message(tmp_path, capsys):
     status = main(["--url", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path), "--ready-timeout", "1"])
     assert status == 1
     assert "was not ready within 1 s" in capsys.readouterr().err
+
+
+def test_missing_models_are_named_before_any_gateway_starts(tmp_path, capsys):
+    root = pathlib.Path(__file__).resolve().parents[3]
+    config = root / "deployments" / "local.yaml"
+    if not (root / "runs" / "demo" / "teacher.onnx").exists():
+        status = main(["--config", str(config), "--out", str(tmp_path)])
+        assert status == 1 and "run `make demo` first" in capsys.readouterr().err
+    from run_loadtest import missing_models
+
+    bad = tmp_path / "gw.yaml"
+    bad.write_text("variants: [{model_path: /nonexistent/t.onnx}, {model_path: " + str(config) + "}]\n")
+    assert missing_models(bad) == ["/nonexistent/t.onnx"]
