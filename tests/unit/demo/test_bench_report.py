@@ -1,0 +1,72 @@
+"""make bench's markdown and verdicts: every figure comes from the measured JSON."""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+from kdgate.bench_report import bench_markdown, machine_description, md_table
+from kdgate.demo_load import read_locust_stats
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def _bench_gateway():
+    spec = importlib.util.spec_from_file_location("bench_gateway_under_test", ROOT / "loadtests" / "bench_gateway.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _side(p50, p99, rps=None):
+    return {"p50_ms": p50, "p99_ms": p99, "max_rps": rps, "failures": 0, "requests": 100}
+
+
+def _gateway_result(bg) -> dict:
+    result = {"bare_student": _side(1.0, 2.0, 400), "gateway_student": _side(0.9, 2.2, 380),
+              "bare_teacher": _side(1.2, 3.0, 300), "gateway_teacher": _side(4.0, 9.0, 150),
+              "gateway_teacher_nobatch": _side(3.0, 8.0), "shadow_0": _side(1.0, 2.0), "shadow_10": _side(1.0, 2.05),
+              "gateway_teacher_c32": _side(None, None, 200), "gateway_teacher_nobatch_c32": _side(None, None, 100),
+              "mode": "fast", "settings": {"batch_concurrency": 32}}
+    result["ratios"] = bg.ratios(result)
+    result["targets"] = bg.verdicts(result["ratios"])
+    return result
+
+
+def test_verdicts_compare_each_ratio_with_its_target():
+    bg = _bench_gateway()
+    result = _gateway_result(bg)
+    verdict = {t["key"]: t["met"] for t in result["targets"]}
+    assert verdict == {"student_p50_vs_bare": True, "teacher_p50_vs_bare": False, "student_rps_vs_bare": True,
+                       "teacher_rps_vs_bare": False, "shadow10_p99_vs_shadow0": True, "batching_rps_on_vs_off": True}
+    assert bg.verdicts({})[0]["met"] is False  # nothing measured is never "met"
+
+
+def test_markdown_quotes_measured_figures_and_the_machine():
+    bg = _bench_gateway()
+    models = {"latency_ms": {"student_onnxruntime": {"batch1": 0.01, "batch64": 0.2},
+                             "student_torch": {"batch1": 0.05, "batch64": 0.3},
+                             "teacher_onnxruntime": {"batch1": 0.1, "batch64": 6.0},
+                             "teacher_torch": {"batch1": 0.2, "batch64": 5.0}},
+              "ratios": {"teacher_vs_student_onnxruntime_batch1": 10.0, "teacher_vs_student_onnxruntime_batch64": 30.0}}
+    per = {"batch1": {"p50_ms": 0.1, "p99_ms": 0.2}}
+    triton = {"latency": {"teacher": {"onnxruntime_in_process": per, "triton_http": {"batch1": {"p50_ms": 2.0,
+              "p99_ms": 3.0}}, "triton_grpc": per}}}
+    bench = {"command": "make bench", "wall_s": 300, "machine": machine_description(), "load_after": [3.0],
+             "gateway": {"fast": _gateway_result(bg)}, "models": models, "triton": triton, "errors": {}}
+    text = bench_markdown(bench)
+    assert "| student path | 0.90 | 1.00 | 0.90× |" in text
+    assert "| teacher-path p50 / bare | 3.33× | <= 1.15x | **NOT met** |" in text
+    assert "| teacher | 1 | 0.100 / 0.200 | 2.000 / 3.000 | 0.100 / 0.200 | 20.00× |" in text
+    assert "cores" in text and "onnxruntime" in text and "Reproduce: `make bench`" in text
+
+
+def test_md_table_shape():
+    assert md_table(["x"], [["1"], ["2"]]).splitlines() == ["| x |", "|---|", "| 1 |", "| 2 |"]
+
+
+def test_locust_stats_csv_aggregated_row(tmp_path):
+    csv = tmp_path / "run_stats.csv"
+    csv.write_text("Type,Name,Request Count,Failure Count,50%,99%,Requests/s\n"
+                   "POST,v1 predict,10,0,5,9,3.5\n,Aggregated,30,1,6,12,10.0\n")
+    assert read_locust_stats(csv) == {"requests": 30, "failures": 1, "p50_ms": 6.0, "p99_ms": 12.0, "rps": 10.0}
+    assert read_locust_stats(tmp_path / "missing.csv")["requests"] == 0
