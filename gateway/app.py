@@ -32,6 +32,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from gateway import admin, http_api, http_routes
@@ -79,7 +80,13 @@ def _answer_headers(answer) -> dict[str, str]:
 
 def _handle_caller(handle: DeploymentHandle):
     async def call(x: np.ndarray) -> np.ndarray:
-        return await handle.remote(x)
+        try:
+            return await handle.remote(x)
+        except RayActorError:
+            # The replica died or became unreachable mid-request (killed, OOM, node lost).
+            # Inference is idempotent: Serve routes the one retry to a live replica.
+            log.warning("model replica lost mid-request; retrying once on another replica")
+            return await handle.remote(x)
 
     return call
 

@@ -63,11 +63,13 @@ def wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None = None) -> None:
+def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None = None,
+                 deployments: list[dict] | None = None) -> None:
     """Deploy like ``serve deploy FILE.yaml``: a declarative config the controller builds.
 
     ``overlay`` is the Gateway deployment's ``user_config``: a redeploy that edits only it
     is applied in place (reconfigure); ``serve.run`` always ships a new code version.
+    ``deployments`` adds per-deployment options, e.g. ``[{"name": "model-teacher", "num_replicas": 2}]``.
     """
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
@@ -75,6 +77,6 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
     schema = ServeDeploySchema(applications=[{
         "name": name, "route_prefix": prefix, "import_path": "gateway.app:build_app",
         "args": {"config": config},
-        "deployments": [{"name": "Gateway", "user_config": overlay or {}}],
+        "deployments": [{"name": "Gateway", "user_config": overlay or {}}, *(deployments or [])],
     }])
     _get_global_client().deploy_apps(schema, _blocking=True)

@@ -49,3 +49,74 @@ def test_triton_down_fails_fast_with_503_retry_after_and_recovers_by_itself(
           f"teacher served again {time.monotonic() - down_at:.1f} s after the restart began")
     assert response.status_code == 200, response.text
     assert response.headers["x-kdgate-variant"] == "teacher"
+
+
+def _replicas(app: str, deployment: str) -> set[str]:
+    """Names of the live replica actors of ``app``'s ``deployment``."""
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")}
+
+
+def _steady_load(url: str, stop, sent: list, failures: list) -> None:
+    rng = np.random.default_rng(len(sent))
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            response = client.post(f"{url}/v1/models/mnist1d:predict",
+                                   json={"instances": rng.normal(size=(4, 40)).tolist()})
+            sent.append(response.status_code)
+            if response.status_code != 200:
+                failures.append((response.status_code, response.text[:200]))
+
+
+# The student is colocated in the Gateway (ingress) replica: killing one of those kills a student.
+@pytest.mark.parametrize("deployment, weights", [
+    ("model-teacher", {"teacher": 100, "student": 0}),
+    ("Gateway", {"teacher": 0, "student": 100}),
+])
+def test_killing_a_replica_under_load_fails_no_request_and_serve_replaces_it(
+        serve_instance, onnx_models, tmp_path, deployment, weights):
+    import threading
+
+    import ray
+    from ray import serve
+
+    from gateway_support import serve_deploy, wait_ready
+
+    app = "kill-replica"
+    config = gateway_config(onnx_models, tmp_path)
+    config["routing"]["weights"] = weights
+    serve_deploy(config, name=app, prefix=f"/{app}", deployments=[
+        {"name": deployment, "num_replicas": 2, "ray_actor_options": {"num_cpus": 0.1}}])
+    url = f"{serve_instance['url']}/{app}"
+    wait_ready(url)
+    before = _replicas(app, deployment)
+    assert len(before) == 2, before
+    stop, sent, failures = threading.Event(), [], []
+    workers = [threading.Thread(target=_steady_load, args=(url, stop, sent, failures)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(2.0)
+        victim = sorted(before)[0]
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)   # SIGKILL of its worker process
+        killed_at, sent_at_kill = time.monotonic(), len(sent)
+        deadline, after = killed_at + 60, before
+        while time.monotonic() < deadline:
+            after = _replicas(app, deployment)
+            if len(after) == 2 and victim not in after:
+                break
+            time.sleep(0.5)
+        replaced_s = time.monotonic() - killed_at
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+        serve.delete(app)
+    print(f"killed {victim}: replaced after {replaced_s:.1f} s; {len(sent)} requests "
+          f"({len(sent) - sent_at_kill} after the kill), {len(failures)} failed")
+    assert victim not in after and len(after) == 2, after
+    assert failures == [], failures[:5]
+    assert len(sent) - sent_at_kill > 20
