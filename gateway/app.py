@@ -333,9 +333,12 @@ class Gateway:
         self._observers.close()
 
     async def check_health(self) -> None:
-        """Serve's periodic probe: also starts the rollout sync loop before any traffic."""
+        """Serve's periodic probe (every 10 s): starts the rollout sync loop before any
+        traffic and re-exports the rarely-changing gauges, which Ray drops after ~20 s."""
         if self._rollout_sync is not None:
             self._rollout_sync.ensure_started()
+        if self._observers.metrics is not None:
+            self._observers.metrics.refresh()
 
     async def docs(self, request: Request) -> Response:
         """Swagger UI for the routes in :mod:`gateway.http_routes`."""

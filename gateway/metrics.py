@@ -21,6 +21,30 @@ from __future__ import annotations
 
 from gateway.core.stats import LATENCY_BUCKETS_S
 
+class HeldGauge:
+    """A ``ray.serve.metrics.Gauge`` that remembers its last values and can set them again.
+
+    Ray 2.60 evicts a gauge series two export intervals (about 20 s) after its last
+    ``set``: a weight or rollout phase that changes once a day would vanish from the
+    scrape. :meth:`refresh`, called every few seconds, keeps such series alive.
+    """
+
+    def __init__(self, name: str, *, description: str, tag_keys: tuple[str, ...]):
+        from ray.serve.metrics import Gauge
+
+        self._gauge = Gauge(name, description=description, tag_keys=tag_keys)
+        self._last: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def set(self, value: float, tags: dict[str, str]) -> None:
+        self._last[tuple(sorted(tags.items()))] = value
+        self._gauge.set(value, tags)
+
+    def refresh(self) -> None:
+        """Set every series again to its last value."""
+        for key, value in list(self._last.items()):
+            self._gauge.set(value, dict(key))
+
+
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -29,7 +53,7 @@ class GatewayMetrics:
     """All kdgate_* metrics of one replica; tag values are always strings."""
 
     def __init__(self, model: str):
-        from ray.serve.metrics import Counter, Gauge, Histogram
+        from ray.serve.metrics import Counter, Histogram
 
         self.model = model
         self.request_seconds = Histogram(
@@ -63,11 +87,11 @@ class GatewayMetrics:
             "kdgate_fallbacks_total", description="Student failures answered by the teacher instead.",
             tag_keys=("variant", "model", "reason"),
         )
-        self.weight = Gauge(
+        self.weight = HeldGauge(
             "kdgate_weight_ratio", description="Configured traffic share per variant (0..1).",
             tag_keys=("variant", "model"),
         )
-        self.cost = Gauge(
+        self.cost = HeldGauge(
             "kdgate_cost_per_inference_usd",
             description="Cost per answered request over the last window, by method "
                         "(provisioned: $/h x window / requests; busy: busy seconds x $/h / requests).",
@@ -77,6 +101,11 @@ class GatewayMetrics:
             "kdgate_batch_size_rows", description="Rows per model call (after dynamic batching).",
             boundaries=list(BATCH_SIZE_BUCKETS), tag_keys=("variant", "model"),
         )
+
+    def refresh(self) -> None:
+        """Keep the gauges that change rarely (weights, cost) in the scrape (see :class:`HeldGauge`)."""
+        self.weight.refresh()
+        self.cost.refresh()
 
     def _tags(self, variant: str, **extra: str) -> dict[str, str]:
         return {"variant": variant, "model": self.model, **extra}

@@ -52,6 +52,7 @@ class RolloutMetrics(Protocol):
     def record_gates(self, gates: tuple[GateResult, ...]) -> None: ...  # value per gate
     def record_rollback(self, reason: str) -> None: ...                 # rollbacks by reason (gate)
     def record_error(self, where: str) -> None: ...                     # errors by stage
+    def refresh(self) -> None: ...                                      # re-export held gauges
 
 
 class NullMetrics:
@@ -69,6 +70,9 @@ class NullMetrics:
     def record_error(self, where: str) -> None:
         pass
 
+    def refresh(self) -> None:
+        pass
+
 
 class ServeRolloutMetrics:
     """:class:`RolloutMetrics` through ``ray.serve.metrics`` (scraped as ``ray_kdgate_rollout_*``).
@@ -80,7 +84,9 @@ class ServeRolloutMetrics:
     """
 
     def __init__(self, model: str, student: str):
-        from ray.serve.metrics import Counter, Gauge  # noqa: PLC0415 -- keep Ray out of import time
+        from ray.serve.metrics import Counter  # noqa: PLC0415 -- keep Ray out of import time
+
+        from gateway.metrics import HeldGauge as Gauge  # noqa: PLC0415 -- Ray evicts idle gauges
 
         self.tags = {"model": model, "variant": student}
         keys = ("model", "variant")
@@ -118,6 +124,10 @@ class ServeRolloutMetrics:
 
     def record_error(self, where: str) -> None:
         self.errors.inc(1, {**self.tags, "stage": where})
+
+    def refresh(self) -> None:
+        for gauge in (self.phase, self.weight, self.gate_value, self.gate_threshold, self.gate_failing):
+            gauge.refresh()
 
 
 class WebhookNotifier:
@@ -190,6 +200,7 @@ class RolloutReconciler:
                     self._apply([SetWeights(status.weights(), "re-applying the rollout's weights")], now)
                 if sm.check_due(self.spec, self._status, now):
                     self._check(now)
+                self.metrics.refresh()
             except Exception as err:  # noqa: BLE001 -- the control loop never dies
                 self._record_error("tick", err, now)
             return self._status if self._status is not None else self._fallback_status(now)
