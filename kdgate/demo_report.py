@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.observations import Observations, from_window_snapshot
-from gateway.core.stats import PRIMARY
+from gateway.core.stats import LATENCY_BUCKETS_S, PRIMARY
 
+FIRST_BUCKET_MS = 1000.0 * LATENCY_BUCKETS_S[0]
 WINDOW_S = 5.0      # points are rates and quantiles over the last few seconds
 PER_MILLION = 1e6
 
@@ -128,6 +129,8 @@ def rollback_moments(stages: Sequence[Mapping[str, Any]]) -> list[tuple[float, s
 def _fmt(value: Any, kind: str = "num") -> str:
     if value is None:
         return "-"
+    if kind == "ms" and value <= FIRST_BUCKET_MS:
+        return "<1"  # inside the latency histogram's first bucket: no finer resolution
     formats = {"pct": lambda v: f"{100 * v:.1f} %", "ms": lambda v: f"{v:.2f}", "usd": lambda v: f"{v:.3g}",
                "int": lambda v: f"{int(v):,}", "s": lambda v: f"{v:.0f} s", "num": lambda v: f"{v:.4g}"}
     return formats[kind](value)
