@@ -132,10 +132,8 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
         best = choose_best(runs)
     reporter.log(f"sweep: chose T={best.temperature:g} alpha={best.alpha:g} (validation {best.val_score:.4f})")
     with timings.stage("final"):
-        strategy = run_strategy(config, ds, soft, teacher, best.temperature, best.alpha,
-                                lambda label, epochs: _epoch_bar(reporter, label, epochs))
+        strategy = train_final(config, ds, soft, teacher, best, reporter)
     student = strategy.student
-    reporter.log(f"strategy: {config.strategy.kind}" + _versus_kd(strategy.report))
     baseline = next(r.model for r in runs if r.kind == "baseline")
     with timings.stage("export"):
         variants = export_and_evaluate(config, ds, teacher, soft, student, baseline, out_dir, reporter)
@@ -149,6 +147,14 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     _rewrite_json(out_dir, report)
     reporter.log(f"report: {html}")
     return report
+
+
+def train_final(config: DistillConfig, ds: Dataset, soft: TeacherOutputs, teacher, best, reporter: Reporter):
+    """The exported student, trained with the config's strategy around the sweep's choice."""
+    strategy = run_strategy(config, ds, soft, teacher, best.temperature, best.alpha,
+                            lambda label, epochs: _epoch_bar(reporter, label, epochs))
+    reporter.log(f"strategy: {config.strategy.kind}" + _versus_kd(strategy.report))
+    return strategy
 
 
 def _versus_kd(strategy: dict) -> str:

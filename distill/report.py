@@ -203,7 +203,12 @@ def generic_table(rows: list[dict]) -> str:
     headers: list[str] = []
     for row in rows:
         headers += [k for k in row if k not in headers]
-    kinds = {k: "pct" if "accuracy" in k or k in ("retention", "agreement") else "num" for k in headers}
+    def kind(key: str) -> str:
+        if "accuracy" in key or key in ("retention", "agreement"):
+            return "pct"
+        return "int" if key == "params" else "s" if key.endswith("_s") else "num"
+
+    kinds = {k: kind(k) for k in headers}
     return _table(headers, [[_fmt(row.get(k), kinds[k]) for k in headers] for row in rows])
 
 

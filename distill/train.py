@@ -45,9 +45,7 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, teacher_logits: np.ndarr
     batch = min(settings.batch_size, n_rows)
     steps_per_epoch = -(-n_rows // batch)
     total_steps = settings.epochs * steps_per_epoch
-    parameters = list(model.parameters()) + list(task.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total_steps)
+    optimizer, schedule = _optimizer(list(model.parameters()) + list(task.parameters()), settings, total_steps)
     set_progress = getattr(task, "set_progress", None)
     model.train()
     for epoch in range(settings.epochs):
@@ -67,6 +65,12 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, teacher_logits: np.ndarr
         if on_epoch:
             on_epoch(epoch, total / n_rows)
     return model.eval()
+
+
+def _optimizer(parameters: list, settings: TrainConfig, total_steps: int):
+    """AdamW with a one-cycle learning-rate schedule over ``total_steps``."""
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total_steps)
 
 
 @torch.no_grad()

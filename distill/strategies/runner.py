@@ -54,8 +54,9 @@ class Context:
             return base
         return ScheduledDistillation(base, self.temperature, alpha)
 
-    def fresh(self, arch: ArchitectureConfig) -> nn.Module:
-        torch.manual_seed(self.config.seed)
+    def fresh(self, arch: ArchitectureConfig, seed_offset: int = 0) -> nn.Module:
+        """A newly initialised network (seeded like the pipeline's students)."""
+        torch.manual_seed(self.config.seed + seed_offset)
         return build_model(arch, self.ds.feature_shape, self.ds.n_outputs)
 
     def stage(self, name: str, model: nn.Module | None, seconds: float | None, **extra) -> dict:
@@ -158,7 +159,9 @@ def run_born_again(ctx: Context) -> tuple[nn.Module, ArchitectureConfig, list[di
     train = settings.train or config.teacher.train
     start = time.perf_counter()
     with torch_threads(config.threads):
-        model = distil_model(config, ctx.ds, ctx.soft, ctx.fresh(config.teacher.architecture), ctx.task(), train,
+        # Another seed than the teacher's: same architecture, but not the teacher's starting weights.
+        fresh = ctx.fresh(config.teacher.architecture, seed_offset=1)
+        model = distil_model(config, ctx.ds, ctx.soft, fresh, ctx.task(), train,
                              settings.transfer_fraction, ctx.progress("born-again student", train.epochs))
     stages = [_teacher_stage(ctx), ctx.stage("born-again", model, time.perf_counter() - start)]
     gain = None
