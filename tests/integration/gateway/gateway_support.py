@@ -1,6 +1,8 @@
 """Helpers shared by the gateway integration tests (fixtures live in tests/integration/conftest.py)."""
 from __future__ import annotations
 
+import json
+import pathlib
 import time
 
 import httpx
@@ -80,3 +82,65 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
         "deployments": [{"name": "Gateway", "user_config": overlay or {}}, *(deployments or [])],
     }])
     _get_global_client().deploy_apps(schema, _blocking=True)
+
+
+def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:
+    """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``."""
+    rng = np.random.default_rng(1)
+    with httpx.Client(timeout=20) as client:
+        while not stop.is_set():
+            body = {"instances": (rng.normal(size=(32, FEATURES)) + shift[0]).round(4).tolist()}
+            response = client.post(f"{url}/v1/models/mnist1d:predict", json=body,
+                                   headers={"x-user-id": f"user-{len(sent) % 50}"})
+            sent.append(shift[0])
+            if response.status_code != 200:
+                failures.append((response.status_code, response.text[:200]))
+
+
+def manifest_with_reference(onnx_models, tmp_path) -> str:
+    """The student's manifest plus the training-input reference statistics distill/ writes."""
+    from distill.export import reference_stats
+
+    manifest = json.loads(pathlib.Path(onnx_models["manifest"]).read_text())
+    x_train = np.random.default_rng(0).normal(size=(4000, FEATURES)).astype(np.float32)
+    manifest["reference"] = reference_stats(x_train, None)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return str(path)
+
+
+def held_rollout_config(onnx_models, tmp_path, *, interval_s: float, lookback_s: float | None = None) -> dict:
+    """A gateway with a rollout of an agreeing student (the teacher's own file) that holds at 50 %.
+
+    Input drift is judged against the training reference (:func:`manifest_with_reference`);
+    no $/hour is configured, so the cost gate has no data and never lets the rollout reach
+    100 %: drift injected later always hits a live canary, never a finished rollout.
+    The admin token file holds :data:`ADMIN_TOKEN`. Checks look back ``lookback_s``
+    (default two intervals): longer gathers enough rows on a slow machine, shorter sees drift sooner.
+    """
+    (tmp_path / "token").write_text(ADMIN_TOKEN)
+    config = gateway_config(onnx_models, tmp_path, admin={"token_file": str(tmp_path / "token")})
+    config["variants"][1].update(model_path=onnx_models["teacher"],
+                                 manifest_path=manifest_with_reference(onnx_models, tmp_path))
+    config["routing"]["weights"] = {"teacher": 100, "student": 0}
+    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0}
+    config["rollout"] = {
+        # PSI over 40 features needs a few hundred rows: fewer give false alarms on a busy machine.
+        "steps": ["shadow", 10, 50, 100], "interval_s": interval_s, "lookback_s": lookback_s or 2 * interval_s,
+        "min_samples": 240,
+        "failure_threshold": 2, "deadline_s": 120,
+        "gates": {"latency": {"enabled": False}, "cost": {"enabled": True}, "input_drift": {"max_psi": 0.25}},
+        "state_path": str(tmp_path / "rollout.sqlite"), "evidence_dir": str(tmp_path / "evidence"),
+    }
+    return config
+
+
+def wait_for_student_weight(url: str, weight: float, timeout_s: float = 10.0) -> None:
+    """Gateway replicas pick up the controller's split at their next sync (sub-second)."""
+    deadline, seen = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        seen = httpx.get(f"{url}/admin/split", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10).json()["weights"]["student"]
+        if seen == weight:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"student weight is {seen}, expected {weight}")

@@ -1,4 +1,4 @@
-"""Faults of the gateway's dependencies: a Triton teacher that goes down and comes back."""
+"""Faults: a Triton teacher that goes down and comes back, replicas and the rollout controller killed."""
 from __future__ import annotations
 
 import time
@@ -6,11 +6,12 @@ import time
 import httpx
 import numpy as np
 import pytest
-from gateway_support import gateway_config
+from gateway_support import ADMIN_TOKEN, gateway_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TEACHER = {"x-kdgate-force-variant": "teacher"}
 STUDENT = {"x-kdgate-force-variant": "student"}
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def _predict(url: str, x: np.ndarray, headers: dict) -> tuple[httpx.Response, float]:
@@ -120,3 +121,74 @@ def test_killing_a_replica_under_load_fails_no_request_and_serve_replaces_it(
     assert victim not in after and len(after) == 2, after
     assert failures == [], failures[:5]
     assert len(sent) - sent_at_kill > 20
+
+
+def _rollout(url: str) -> dict:
+    return httpx.get(f"{url}/admin/rollout", headers=AUTH, timeout=10).json()["status"]
+
+
+def _kill_controller_and_wait(app: str, url: str, split_seen: list) -> float:
+    """SIGKILL the RolloutHost replica; wait for its replacement, sampling the live split meanwhile."""
+    import ray
+
+    (victim,) = _replicas(app, "rollout")
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    killed_at = time.monotonic()
+    while time.monotonic() < killed_at + 60:
+        split_seen.append(httpx.get(f"{url}/admin/split", headers=AUTH, timeout=10).json()["weights"]["student"])
+        if (alive := _replicas(app, "rollout")) and victim not in alive:
+            try:
+                _rollout(url)
+                return time.monotonic() - killed_at
+            except (httpx.HTTPError, KeyError):
+                pass
+        time.sleep(0.25)
+    raise AssertionError("the rollout controller was not replaced within 60 s")
+
+
+def test_a_killed_rollout_controller_comes_back_with_its_status_and_the_split_unchanged(
+        serve_instance, onnx_models, tmp_path):
+    import threading
+
+    from gateway_support import deploy, drifting_traffic, held_rollout_config, wait_for_student_weight, wait_ready
+    from ray import serve
+
+    app = "kill-controller"
+    deploy(held_rollout_config(onnx_models, tmp_path, interval_s=1.0, lookback_s=6.0), name=app, prefix=f"/{app}")
+    url = f"{serve_instance['url']}/{app}"
+    wait_ready(url)
+    stop, shift, failures, sent, split_seen = threading.Event(), [0.0], [], [], []
+    worker = threading.Thread(target=drifting_traffic, args=(url, stop, shift, failures, sent))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 90
+        while _rollout(url)["weight"] < 50 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        held = _rollout(url)
+        assert (held["phase"], held["weight"]) == ("Progressing", 50.0), held["reason"]
+        wait_for_student_weight(url, 50.0)          # the gateway replica has synced the step
+        first_restart_s = _kill_controller_and_wait(app, url, split_seen)
+        restored = _rollout(url)
+        assert split_seen and set(split_seen) == {50.0}, split_seen     # weights unchanged meanwhile
+        assert (restored["phase"], restored["weight"], restored["started_at"]) == (
+            "Progressing", 50.0, held["started_at"])
+
+        shift[0] = 3.0                                                     # the student goes bad...
+        while _rollout(url)["phase"] != "RolledBack" and time.monotonic() < deadline + 60:
+            time.sleep(0.5)
+        assert _rollout(url)["phase"] == "RolledBack"
+        wait_for_student_weight(url, 0.0)
+        shift[0], split_seen = 0.0, []
+        second_restart_s = _kill_controller_and_wait(app, url, split_seen)
+        time.sleep(3.0)                                                    # ...and stays at 0 % after a restart
+        after = _rollout(url)
+        final_split = httpx.get(f"{url}/admin/split", headers=AUTH, timeout=10).json()["weights"]["student"]
+    finally:
+        stop.set()
+        worker.join()
+        serve.delete(app)
+    print(f"controller replaced in {first_restart_s:.1f} s (at 50 %) and {second_restart_s:.1f} s "
+          f"(rolled back); {len(sent)} requests, {len(failures)} failed")
+    assert (after["phase"], after["weight"], final_split) == ("RolledBack", 0.0, 0.0), after
+    assert set(split_seen) == {0.0}, split_seen
+    assert failures == [], failures[:3]

@@ -1,5 +1,8 @@
-"""schemathesis against the gateway's own OpenAPI document: no input makes it answer 5xx."""
+"""schemathesis against the gateway's own OpenAPI document: no input makes it answer 5xx;
+and the admin token it sends never reaches a log."""
 from __future__ import annotations
+
+import pathlib
 
 import httpx
 import pytest
@@ -55,3 +58,23 @@ def test_no_generated_request_gets_a_server_error(fuzz_gateway, case):
         assert response.json()["error"], response.text
     alive = httpx.get(f"{fuzz_gateway}/v2/health/live", timeout=10)
     assert alive.status_code == 200
+
+
+def _session_files():
+    import ray
+
+    session = pathlib.Path(ray._private.worker._global_node.get_session_dir_path())
+    return [p for p in (session / "logs").rglob("*") if p.is_file()]
+
+
+def test_the_admin_token_never_appears_in_any_log(fuzz_gateway, tmp_path_factory):
+    """After every operation ran with the token (and wrong tokens got 401s), no log holds it."""
+    wrong = "wrong-" + ADMIN_TOKEN[::-1]
+    assert httpx.get(f"{fuzz_gateway}/admin/split", headers={"authorization": f"Bearer {wrong}"},
+                     timeout=10).status_code == 401
+    assert httpx.get(f"{fuzz_gateway}/admin/split", headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+                     timeout=10).status_code == 200
+    files = _session_files() + [p for p in tmp_path_factory.getbasetemp().rglob("*.jsonl")]
+    assert len(files) > 10
+    leaks = [str(p) for p in files if ADMIN_TOKEN.encode() in p.read_bytes() or wrong.encode() in p.read_bytes()]
+    assert leaks == []

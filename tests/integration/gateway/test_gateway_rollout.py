@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import json
-import pathlib
 import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
-from gateway_support import FEATURES, deploy, gateway_config, wait_ready
+from gateway_support import (
+    ADMIN_TOKEN, FEATURES, deploy, drifting_traffic, gateway_config, held_rollout_config, wait_for_student_weight,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TOKEN = "rollout-admin-token"
+TOKEN = ADMIN_TOKEN
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
@@ -34,29 +35,18 @@ def _kdgate(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def _wait_for_student_weight(url: str, weight: float, timeout_s: float = 10.0) -> None:
-    """Gateway replicas pick up the controller's split at their next sync (sub-second)."""
-    deadline, seen = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        seen = httpx.get(f"{url}/admin/split", headers=AUTH, timeout=10).json()["weights"]["student"]
-        if seen == weight:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"student weight is {seen}, expected {weight}")
-
-
 def _operator_steers_it_with_the_cli(url: str, token_file) -> None:
     """`kdgate rollout ...` reaches the same admin API; refusals exit non-zero with the reason."""
     auth = ["--url", url, "--token-file", str(token_file)]
     result = _kdgate("rollout", "set-weight", "50", *auth)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["phase"] == "Paused"
-    _wait_for_student_weight(url, 50.0)
+    wait_for_student_weight(url, 50.0)
     result = _kdgate("rollout", "status", *auth)
     assert result.exit_code == 0 and json.loads(result.output)["status"]["weight"] == 50.0, result.output
     result = _kdgate("rollout", "abort", *auth)
     assert result.exit_code == 0, result.output
-    _wait_for_student_weight(url, 0.0)
+    wait_for_student_weight(url, 0.0)
     refused = _kdgate("rollout", "pause", *auth)
     assert refused.exit_code == 1 and "409" in refused.output, refused.output
     wrong = token_file.with_name("wrong-token")
@@ -111,54 +101,17 @@ def test_hosted_rollout_promotes_an_agreeing_student_step_by_step(serve_instance
     assert failures == []
 
 
-def _drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:
-    """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``."""
-    rng = np.random.default_rng(1)
-    with httpx.Client(timeout=20) as client:
-        while not stop.is_set():
-            body = {"instances": (rng.normal(size=(8, FEATURES)) + shift[0]).tolist()}
-            response = client.post(f"{url}/v1/models/mnist1d:predict", json=body,
-                                   headers={"x-user-id": f"user-{len(sent) % 50}"})
-            sent.append(shift[0])
-            if response.status_code != 200:
-                failures.append((response.status_code, response.text[:200]))
-
-
-def _manifest_with_reference(onnx_models, tmp_path) -> str:
-    """The student's manifest plus the training-input reference statistics distill/ writes."""
-    from distill.export import reference_stats
-
-    manifest = json.loads(pathlib.Path(onnx_models["manifest"]).read_text())
-    x_train = np.random.default_rng(0).normal(size=(4000, FEATURES)).astype(np.float32)
-    manifest["reference"] = reference_stats(x_train, None)
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    return str(path)
-
-
 def test_input_drift_rolls_the_student_back_within_two_intervals_without_failing_a_request(
         serve_instance, onnx_models, tmp_path):
     from ray import serve
 
     interval = 1.0
-    config = gateway_config(onnx_models, tmp_path, admin={"token_file": str(tmp_path / "token")})
-    (tmp_path / "token").write_text(TOKEN)
-    config["variants"][1].update(model_path=onnx_models["teacher"], manifest_path=_manifest_with_reference(onnx_models, tmp_path))
-    config["routing"]["weights"] = {"teacher": 100, "student": 0}
-    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0}
-    # No $/hour is configured, so the cost gate has no data and holds the rollout at 50 %:
-    # the drift below always hits a live canary, never a finished rollout.
-    config["rollout"] = {
-        "steps": ["shadow", 10, 50, 100], "interval_s": interval, "lookback_s": interval, "min_samples": 40,
-        "failure_threshold": 2, "deadline_s": 120,
-        "gates": {"latency": {"enabled": False}, "cost": {"enabled": True}, "input_drift": {"max_psi": 0.25}},
-        "state_path": str(tmp_path / "rollout.sqlite"), "evidence_dir": str(tmp_path / "evidence"),
-    }
+    config = held_rollout_config(onnx_models, tmp_path, interval_s=interval)
     deploy(config, name="drift", prefix="/drift")
     url = f"{serve_instance['url']}/drift"
     wait_ready(url)
     stop, shift, failures, sent = threading.Event(), [0.0], [], []
-    worker = threading.Thread(target=_drifting_traffic, args=(url, stop, shift, failures, sent))
+    worker = threading.Thread(target=drifting_traffic, args=(url, stop, shift, failures, sent))
     worker.start()
     drift_at, history = None, {}
     try:
