@@ -12,13 +12,14 @@ BENCH_OUT ?= runs/bench
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps demo bench test test-fast clean help loadtest
+.PHONY: venv system-deps demo bench test test-fast clean help loadtest chaos
 
 help:
 	@echo "make demo       distil, serve, canary, promote, roll a bad student back (report in $(DEMO_OUT)/demo-report)"
 	@echo "make bench      side-by-side benchmarks (runs/bench/bench.md)"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  unit tests only (no Ray, no servers)"
+	@echo "make chaos      fault + fuzz tests, then a 10-minute soak (runs/chaos/soak.json)"
 
 venv: $(STAMP)
 
@@ -57,6 +58,12 @@ test-fast: venv
 # Another gateway or config: make loadtest LOADTEST_ARGS="--url http://127.0.0.1:8000"
 loadtest: venv
 	$(PY) loadtests/run_loadtest.py --out runs/loadtest $(LOADTEST_ARGS)
+
+# Faults, fuzzing and soak (issue: reliability): the fault and schemathesis tests (they also run
+# in `make test`), then a 10-minute soak under constant load (SOAK_ARGS="--minutes 3" for less).
+chaos: venv
+	$(PY) -m pytest tests/integration/gateway/test_gateway_faults.py tests/integration/gateway/test_gateway_fuzz.py -s $(PYTEST_ARGS)
+	$(PY) loadtests/soak.py --out runs/chaos/soak.json $(SOAK_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache .kdgate-cache
