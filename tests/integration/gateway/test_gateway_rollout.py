@@ -132,7 +132,8 @@ def test_input_drift_rolls_the_student_back_within_two_intervals_without_failing
         worker.join()
         serve.delete("drift")
     status = history["status"]
-    assert status["phase"] == "RolledBack", status
+    gates = [(g["name"], g["status"], g["detail"]) for g in status["last_gates"]]
+    assert status["phase"] == "RolledBack", (status["phase"], status["reason"], gates, len(sent), failures[:3])
     assert split["student"] == 0.0
     assert "input_drift" in status["reason"], status["reason"]
     failed_checks = [c for c in history["checks"] if c["at"] >= drift_at
