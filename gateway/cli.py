@@ -23,8 +23,9 @@ from typing import Optional
 
 import typer
 
+from gateway.local_serve import FAST_MODE_ENV
+
 EXIT_BAD_INPUT = 2
-FAST_MODE_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
 
 capture_app = typer.Typer(help="Disagreeing teacher/student pairs captured by the gateway.", no_args_is_help=True)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from gateway.core.stats import LATENCY_BUCKETS_S
 
+
 class HeldGauge:
     """A ``ray.serve.metrics.Gauge`` that remembers its last values and can set them again.
 

@@ -86,20 +86,20 @@ class ServeRolloutMetrics:
     def __init__(self, model: str, student: str):
         from ray.serve.metrics import Counter  # noqa: PLC0415 -- keep Ray out of import time
 
-        from gateway.metrics import HeldGauge as Gauge  # noqa: PLC0415 -- Ray evicts idle gauges
+        from gateway.metrics import HeldGauge  # noqa: PLC0415 -- Ray evicts a gauge ~20 s after its last set
 
         self.tags = {"model": model, "variant": student}
         keys = ("model", "variant")
-        self.phase = Gauge("kdgate_rollout_phase", description="1 for the rollout's current phase.",
-                           tag_keys=(*keys, "phase"))
-        self.weight = Gauge("kdgate_rollout_weight_ratio", description="Student live-traffic share (0..1).",
-                            tag_keys=keys)
-        self.gate_value = Gauge("kdgate_rollout_gate_value", description="Last value of each gate.",
-                                tag_keys=(*keys, "gate"))
-        self.gate_threshold = Gauge("kdgate_rollout_gate_threshold", description="Threshold of each gate.",
+        self.phase = HeldGauge("kdgate_rollout_phase", description="1 for the rollout's current phase.",
+                               tag_keys=(*keys, "phase"))
+        self.weight = HeldGauge("kdgate_rollout_weight_ratio", description="Student live-traffic share (0..1).",
+                                tag_keys=keys)
+        self.gate_value = HeldGauge("kdgate_rollout_gate_value", description="Last value of each gate.",
                                     tag_keys=(*keys, "gate"))
-        self.gate_failing = Gauge("kdgate_rollout_gate_failing", description="1 if the gate failed its last check.",
-                                  tag_keys=(*keys, "gate"))
+        self.gate_threshold = HeldGauge("kdgate_rollout_gate_threshold", description="Threshold of each gate.",
+                                        tag_keys=(*keys, "gate"))
+        self.gate_failing = HeldGauge("kdgate_rollout_gate_failing", description="1 if the gate failed its last check.",
+                                      tag_keys=(*keys, "gate"))
         self.rollbacks = Counter("kdgate_rollout_rollbacks_total", description="Automated rollbacks by reason.",
                                  tag_keys=(*keys, "reason"))
         self.errors = Counter("kdgate_rollout_errors_total", description="Controller errors by stage (retried).",

@@ -66,7 +66,7 @@ class Demo:
         self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%}, "
                  f"corrupted v2 {bad['agreement']:.1%}; agreement gate: Wilson lower bound >= "
                  f"{gates['agreement']['min_lower_bound']:.3f}, KL gate <= {gates['kl']['max_mean']:.3f}")
-        from kdgate.local_serve import LocalServe
+        from gateway.local_serve import LocalServe
 
         stages = []
         with LocalServe(fast=not self.args.default_modes, num_cpus=self.args.num_cpus) as local:
@@ -116,7 +116,8 @@ class Demo:
         from ray import serve
 
         from gateway.app import build_app
-        from kdgate.demo_load import AdminClient, LocustLoad, Sampler, wait_for_phase, wait_ready
+        from gateway.local_serve import wait_ready
+        from kdgate.demo_load import AdminClient, LocustLoad, Sampler, wait_for_phase
 
         self.say(f"[bold]{stage.title}[/]: deploying teacher + {stage.variant}, rollout steps {list(stage.steps)}")
         serve.run(build_app({"config": config}), name="kdgate", route_prefix="/")
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from kdgate.demo_report import rich_summary, write_demo_report
-    from kdgate.local_serve import child_processes
+    from gateway.local_serve import child_processes
 
     console = Console(width=None if sys.stdout.isatty() else 132)
     signal.signal(signal.SIGTERM, _raise_interrupt)

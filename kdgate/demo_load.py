@@ -110,19 +110,6 @@ class AdminClient:
         self.client.close()
 
 
-def wait_ready(url: str, timeout_s: float = 120.0) -> None:
-    """Wait until the gateway answers V2 readiness with 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"gateway at {url} not ready after {timeout_s:.0f} s")
-
-
 class Sampler:
     """Polls the admin API once a second in a thread; ``samples`` grows while it runs."""
 

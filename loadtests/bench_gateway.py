@@ -51,7 +51,7 @@ TARGETS = (
 )
 
 
-def _models(args, tmp: pathlib.Path) -> tuple[str, str, int]:
+def demo_or_tiny_models(args, tmp: pathlib.Path) -> tuple[str, str, int]:
     """(student, teacher, n_features): runs/demo models when present, else tiny exports."""
     demo = ROOT / "runs" / "demo"
     if not args.tiny and (demo / "student.onnx").exists() and (demo / "teacher.onnx").exists():
@@ -250,12 +250,12 @@ def verdicts(measured: dict) -> list[dict]:
 
 
 def run(args) -> dict:
-    from kdgate.local_serve import LocalServe
+    from gateway.local_serve import LocalServe
 
     with tempfile.TemporaryDirectory() as tmp_name, \
             LocalServe(fast=not args.default_modes, num_cpus=args.logical_cpus) as local:
         tmp = pathlib.Path(tmp_name)
-        student, teacher, features = _models(args, tmp)
+        student, teacher, features = demo_or_tiny_models(args, tmp)
         _deploy(student, teacher, tmp)
         result = measure(Bench(local.url, features), args)
         result["mode"] = local.mode

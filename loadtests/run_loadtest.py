@@ -17,38 +17,15 @@ import csv
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
+
+from gateway.local_serve import free_port, wait_ready
 
 HERE = pathlib.Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 READY_TIMEOUT_S = 240.0
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``/v2/health/ready`` until 200; raise when the gateway died or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with status {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} was not ready within {timeout_s:.0f} s")
 
 
 def run_locust(url: str, out: pathlib.Path, *, steps: int, step_seconds: float, step_users: int,

@@ -147,14 +147,14 @@ def print_row(s: dict) -> None:
 
 
 def run(args) -> list[dict]:
-    from bench_gateway import _models  # the demo's models when present, else tiny exports
+    from bench_gateway import demo_or_tiny_models
     from ray import serve
 
     from gateway.app import build_app
-    from kdgate.local_serve import LocalServe
+    from gateway.local_serve import LocalServe
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="kdgate-soak-"))
-    student, teacher, features = _models(args, tmp)
+    student, teacher, features = demo_or_tiny_models(args, tmp)
     samples: list[dict] = []
     with LocalServe(fast=not args.default_modes) as local:
         serve.run(build_app({"config": soak_config(student, teacher, tmp)}), name="soak", route_prefix="/")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sysconfig
 import time
 
@@ -16,15 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from gateway.local_serve import free_port, serve_environment
+
 FEATURES, CLASSES = 40, 10
-FAST_MODE_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _mlp(hidden: int, seed: int):
@@ -85,18 +78,11 @@ def serve_instance():
     """One real Ray Serve instance for the whole session: ``{"url": http://127.0.0.1:PORT}``."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # The fast modes kdgate serves with by default (DESIGN.md): HAProxy ingress and the
-    # throughput-optimised handle path; set before ray.init so Serve's actors inherit them.
-    for name in FAST_MODE_ENV:
-        os.environ.setdefault(name, "1")
-    # HAProxy's own stats/metrics listeners default to fixed ports (8404, 9101): take
-    # free ones so a second Serve instance on this machine does not collide.
-    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
-    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
-    # Behind HAProxy a stopping ingress replica stays up for a load-balancer
-    # deregistration window (30 s by default); tests delete apps often, 2 s is plenty here.
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+    # What kdgate serves with (gateway.local_serve.serve_environment): Ray Serve's fast modes,
+    # HAProxy's own listeners on free ports, a 2 s drain window for deleted ingress replicas;
+    # set before ray.init so Serve's actors inherit them. An environment that sets one wins.
+    for name, value in serve_environment(fast=True).items():
+        os.environ.setdefault(name, value)
     port, metrics_port = free_port(), free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})

@@ -8,6 +8,8 @@ import time
 import httpx
 import numpy as np
 
+from gateway.local_serve import wait_ready  # noqa: F401 -- re-exported for the tests
+
 FEATURES = 40
 ADMIN_TOKEN = "gateway-admin-token"  # what app_factory's token file holds
 
@@ -50,19 +52,6 @@ def deploy(config: dict, *, name: str, prefix: str) -> None:
     from gateway.app import build_app
 
     serve.run(build_app({"config": config}), name=name, route_prefix=prefix)
-
-
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    """Wait until the gateway at ``url`` answers ready."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
 def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None = None,

@@ -1,4 +1,4 @@
-"""A private local Ray + Serve instance for the demo and the benchmarks.
+"""A private local Ray + Serve instance (demo, benchmarks, load tests, integration tests).
 
 Always a new Ray instance (``address="local"``: never attach to another ``ray start``
 cluster on this machine), listening on 127.0.0.1 on free ports, with Ray Serve's fast
@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import pathlib
 import socket
+import subprocess
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAST_MODE_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
@@ -26,6 +28,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``/v2/health/ready`` until 200; raise when ``proc`` (the gateway) died or the time is up."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited with status {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} was not ready within {timeout_s:.0f} s")
 
 
 def serve_environment(fast: bool) -> dict[str, str]:
