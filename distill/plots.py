@@ -16,7 +16,8 @@ import numpy as np
 COLORS = {"teacher": "#c0392b", "student": "#1e8449", "baseline": "#566573"}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (also used by the demo report)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")  # headless: servers and CI have no display
@@ -25,11 +26,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (tight layout) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -100,7 +102,7 @@ def plot_accuracy_vs_latency(path: Path, report: dict, sweep: list[dict]) -> Pat
     own front: the final models' (what one can deploy) and, when the sweep's runs differ
     in latency, the sweep's.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     fronts = [(pareto_front(_scatter_sweep(ax, sweep)), ":", "#7f8c8d", "Pareto front (sweep, validation)"),
               (pareto_front(_scatter_final_models(ax, report)), "--", "black", "Pareto front (final models, test)")]
@@ -113,7 +115,7 @@ def plot_accuracy_vs_latency(path: Path, report: dict, sweep: list[dict]) -> Pat
     ax.set_title("Accuracy vs latency: every sweep run, teacher, student and baseline")
     ax.grid(True, which="both", alpha=.3)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _log_latency_axis(ax) -> None:
@@ -157,7 +159,7 @@ def _heatmap_grid(sweep: list[dict]):
 
 def plot_sweep_heatmap(path: Path, sweep: list[dict]) -> Path:
     """Temperature × alpha heat map of the validation score, chosen cell outlined."""
-    plt = _pyplot()
+    plt = pyplot()
     temps, alphas, grid, chosen = _heatmap_grid(sweep)
     label = sweep_score(sweep)[1]
     fig, ax = plt.subplots(figsize=(1.3 * len(temps) + 2.5, 0.8 * len(alphas) + 2))
@@ -176,12 +178,12 @@ def plot_sweep_heatmap(path: Path, sweep: list[dict]) -> Path:
     ax.set_xlabel("temperature T")
     ax.set_ylabel("alpha (weight of the distillation term)")
     ax.set_title(f"Sweep: {label}, chosen outlined in red")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class(path: Path, report: dict) -> Path:
     """Grouped bars: per-class test accuracy of teacher, student and baseline."""
-    plt = _pyplot()
+    plt = pyplot()
     variants = [v for v in ("teacher", "student", "baseline") if (report.get(v) or {}).get("per_class")]
     labels = report.get("class_labels") or list(report[variants[0]]["per_class"])
     width = 0.8 / len(variants)
@@ -202,4 +204,4 @@ def plot_per_class(path: Path, report: dict) -> Path:
     ax.set_title("Per-class test accuracy")
     ax.grid(True, axis="y", alpha=.3)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
-    return _save(fig, path)
+    return save_figure(fig, path)

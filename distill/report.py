@@ -108,7 +108,8 @@ def _fmt(value: Any, kind: str = "num") -> str:
     return formats[kind](value)
 
 
-def _table(headers: list[str], rows: list[list[str]], highlight: int | None = None) -> str:
+def html_table(headers: list[str], rows: list[list[str]], highlight: int | None = None) -> str:
+    """An HTML table of already-escaped cells; row ``highlight`` is emphasised."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
     for index, row in enumerate(rows):
@@ -139,7 +140,7 @@ def headline_table(report: dict) -> str:
             rows.append(_variant_row("student INT8", int8, costs.get("student_int8"), quality))
     headers = ["model", f"test {'MSE' if quality == 'mse' else 'accuracy'}", "params", "ORT batch 1", "ORT batch 64 (per call)", "torch batch 1",
                "ONNX size", "$ / 1M inferences", "ECE"]
-    return _table(headers, rows, highlight=1 if report.get("teacher") else 0)
+    return html_table(headers, rows, highlight=1 if report.get("teacher") else 0)
 
 
 def summary_table(report: dict) -> str:
@@ -158,7 +159,7 @@ def summary_table(report: dict) -> str:
          f"{_fmt(parity.get('student_max_abs_diff'))} / {_fmt(parity.get('teacher_max_abs_diff'))} "
          f"({_fmt(parity.get('tolerance'))})"),
     ]
-    return _table(["figure", "value"], [[html.escape(k), v] for k, v in items])
+    return html_table(["figure", "value"], [[html.escape(k), v] for k, v in items])
 
 
 def _gain(report: dict) -> float | None:
@@ -181,7 +182,7 @@ def per_class_table(report: dict) -> str:
     present = [v for v in VARIANTS if (report.get(v) or {}).get("per_class")]
     rows = [[html.escape(str(label))] + [_fmt(report[v]["per_class"].get(str(label)), "pct")
                                          for v in present] for label in labels]
-    return _table(["class"] + present, rows)
+    return html_table(["class"] + present, rows)
 
 
 def sweep_table(sweep: list[dict]) -> str:
@@ -195,7 +196,7 @@ def sweep_table(sweep: list[dict]) -> str:
                      _fmt(run.get(key), "pct" if key == "val_accuracy" else "num"), _fmt(run.get("params"), "int"),
                      _fmt(run.get("latency_ms_batch1"), "ms"), _fmt(run.get("chosen", False))])
     headers = ["kind", "temperature", "alpha", label.replace(" (%)", ""), "params", "batch-1 latency", "chosen"]
-    return _table(headers, rows, highlight=chosen)
+    return html_table(headers, rows, highlight=chosen)
 
 
 def generic_table(rows: list[dict]) -> str:
@@ -209,7 +210,7 @@ def generic_table(rows: list[dict]) -> str:
         return "int" if key == "params" else "s" if key.endswith("_s") else "num"
 
     kinds = {k: kind(k) for k in headers}
-    return _table(headers, [[_fmt(row.get(k), kinds[k]) for k in headers] for row in rows])
+    return html_table(headers, [[_fmt(row.get(k), kinds[k]) for k in headers] for row in rows])
 
 
 def timings_table(report: dict) -> str:
@@ -221,7 +222,7 @@ def timings_table(report: dict) -> str:
     if cache:
         hit = "hit (teacher not run)" if cache.get("hit") else "miss (teacher run, entry stored)"
         rows.append(["soft-label cache", f"{hit}<br><code>{html.escape(str(cache.get('key', '')))}</code>"])
-    return _table(["stage", "time"], rows)
+    return html_table(["stage", "time"], rows)
 
 
 STYLE = """
@@ -234,7 +235,8 @@ code{font-size:.85em;color:#555} .meta{color:#555}
 """
 
 
-def _image(title: str, path: Path) -> str:
+def html_image(title: str, path: Path) -> str:
+    """A figure with the PNG at ``path`` embedded, linked to its file under plots/."""
     data = base64.b64encode(path.read_bytes()).decode()
     return (f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
             f"<figcaption>{html.escape(title)} (<a href='plots/{path.name}'>plots/{path.name}</a>)"
@@ -252,7 +254,7 @@ def render_html(report: dict, plots: dict[str, Path]) -> str:
         f"teacher source {_fmt((report.get('teacher') or {}).get('source'))}</p>",
         "<h2>Teacher, student, baseline (test set)</h2>", headline_table(report), summary_table(report),
     ]
-    sections += [f"<h2>{html.escape(title)}</h2>{_image(title, path)}" for title, path in plots.items()]
+    sections += [f"<h2>{html.escape(title)}</h2>{html_image(title, path)}" for title, path in plots.items()]
     if any((report.get(v) or {}).get("per_class") for v in VARIANTS):
         sections += ["<h2>Per-class test accuracy</h2>", per_class_table(report)]
     if report.get("sweep"):

@@ -14,7 +14,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from distill.plots import COLORS, _pyplot, _save
+from distill.plots import COLORS, pyplot, save_figure
 
 STAGE_STYLE = {"good": "-", "bad": "--"}
 STAGE_LABEL = {"good": "v1", "bad": "v2"}
@@ -56,7 +56,7 @@ def _mark_events(ax, points: Sequence[Mapping[str, Any]], rollbacks: Sequence[tu
 def _plot(path: pathlib.Path, points, rollbacks, t0: float, *, ylabel: str,
           lines: Sequence[tuple[str, Callable, str]], step: bool = False, ylim=None) -> pathlib.Path:
     """One figure: for each stage, one line per ``(label, value(point), color)``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     for stage, stage_points in _by_stage(points).items():
         for label, value, color in lines:
@@ -73,7 +73,7 @@ def _plot(path: pathlib.Path, points, rollbacks, t0: float, *, ylabel: str,
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(plots_dir: pathlib.Path, points: Sequence[Mapping[str, Any]],

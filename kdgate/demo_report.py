@@ -180,16 +180,16 @@ def _rollout_timeline():
 
 def render_html(report: Mapping[str, Any], plots: Mapping[str, pathlib.Path]) -> str:
     """The demo report page: summary, plots (embedded), each stage's analysis checks."""
-    from distill.report import STYLE, _image, _table
+    from distill.report import STYLE, html_image, html_table
 
     format_timeline = _rollout_timeline().format_timeline
     rows = [[html.escape(c) for c in summary_cells(r)] for r in report["stages"]]
     sections = [f"<h1>kdgate demo</h1><p class='meta'>{html.escape(report.get('subtitle', ''))}</p>",
-                "<h2>Summary</h2>", _table(list(SUMMARY_COLUMNS), rows)]
+                "<h2>Summary</h2>", html_table(list(SUMMARY_COLUMNS), rows)]
     for row in report["stages"]:
         if row.get("reason"):
             sections.append(f"<p><b>{html.escape(row['title'])}</b>: {html.escape(row['reason'])}</p>")
-    sections += [f"<h2>{html.escape(title)}</h2>{_image(title, path)}" for title, path in plots.items()]
+    sections += [f"<h2>{html.escape(title)}</h2>{html_image(title, path)}" for title, path in plots.items()]
     for stage in report.get("stage_details", []):
         sections.append(f"<h2>Analysis checks: {html.escape(stage['title'])}</h2>"
                         f"<pre>{html.escape(format_timeline(stage['checks']))}</pre>")
