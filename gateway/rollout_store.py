@@ -154,3 +154,28 @@ def _write_gates_csv(path: pathlib.Path, checks: list[dict[str, Any]]) -> None:
             for g in c["gates"]:
                 writer.writerow([c["at"], c["phase"], c["step_index"], c["weight"], c["verdict"], g["name"],
                                  g["status"], g["value"], g["threshold"]])
+
+
+GATE_COLUMNS = ("agreement", "kl", "latency", "error_rate", "output_drift", "input_drift")
+
+
+def _cell(gate: dict[str, Any] | None) -> str:
+    if gate is None:
+        return "-"
+    mark = {"passed": "", "failed": "!", "no_data": "?"}[gate["status"]]
+    return f"{gate['value']:.3g}{mark}" if gate["value"] is not None else "n/a?"
+
+
+def format_timeline(checks: list[dict[str, Any]], t0: float | None = None) -> str:
+    """One line per check: time, phase, weight, gate values (``!`` failed, ``?`` no data), decision."""
+    if not checks:
+        return "(no checks recorded)"
+    t0 = checks[0]["window"]["start"] if t0 is None else t0
+    header = f"{'t (s)':>7} {'phase':<12} {'weight':>6} " + " ".join(f"{c[:11]:>11}" for c in GATE_COLUMNS)
+    lines = [header + "  verdict  decision"]
+    for c in checks:
+        gates = {g["name"]: g for g in c["gates"]}
+        cells = " ".join(f"{_cell(gates.get(name)):>11}" for name in GATE_COLUMNS)
+        row = f"{c['at'] - t0:7.0f} {c['phase']:<12} {c['weight']:6g} {cells}"
+        lines.append(f"{row}  {c['verdict']:<8} {c['decision']}")
+    return "\n".join(lines)

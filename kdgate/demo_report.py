@@ -164,25 +164,10 @@ def rich_summary(rows: Sequence[Mapping[str, Any]], title: str = "kdgate demo"):
     return table
 
 
-def _rollout_timeline():
-    """loadtests/rollout_timeline.py (a script folder, not a package) as a module."""
-    import importlib.util
-    import sys
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "loadtests" / "rollout_timeline.py"
-    if "kdgate_rollout_timeline" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("kdgate_rollout_timeline", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kdgate_rollout_timeline"] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules["kdgate_rollout_timeline"]
-
-
 def render_html(report: Mapping[str, Any], plots: Mapping[str, pathlib.Path]) -> str:
     """The demo report page: summary, plots (embedded), each stage's analysis checks."""
     from distill.report import STYLE, html_image, html_table
-
-    format_timeline = _rollout_timeline().format_timeline
+    from gateway.rollout_store import format_timeline
     rows = [[html.escape(c) for c in summary_cells(r)] for r in report["stages"]]
     sections = [f"<h1>kdgate demo</h1><p class='meta'>{html.escape(report.get('subtitle', ''))}</p>",
                 "<h2>Summary</h2>", html_table(list(SUMMARY_COLUMNS), rows)]
