@@ -38,8 +38,10 @@ def latest(metric: str, *matchers: str, lookback: str = "1h") -> str:
     """A gauge's last value within ``lookback``: ``last_over_time(metric{...}[lookback])``.
 
     Ray 2.60 stops exporting a gauge about two export intervals (~20 s) after it was last
-    set, and kdgate sets some gauges only on change (weights, rollout phase) or every 30 s
-    (cost). A bare selector would show gaps and let alerts resolve by themselves.
+    set. The gateway re-sets its rarely-changing gauges every few seconds
+    (``gateway.metrics.HeldGauge``); this lookback also bridges what that cannot: a
+    replica restarting, or scrapes missed, so a panel shows no gap and a RolledBack alert
+    does not resolve by itself meanwhile.
     """
     return f"last_over_time({selector(metric, *matchers)}[{lookback}])"
 
