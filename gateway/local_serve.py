@@ -80,8 +80,26 @@ class LocalServe:
         ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
                  _metrics_export_port=self.metrics_port, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
         self._started = True
-        serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+        try:
+            self._start_serve(attempts=2)
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _start_serve(self, attempts: int) -> None:
+        """serve.start; once more if its proxy missed Serve's fixed 60 s start-up limit (a busy machine)."""
+        from ray import serve
+
+        for attempt in range(1, attempts + 1):
+            try:
+                serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+                return
+            except Exception as err:  # noqa: BLE001 -- ActorDiedError/GetTimeoutError from the proxy
+                if attempt == attempts:
+                    raise
+                print(f"serve.start() attempt {attempt} failed ({type(err).__name__}); retrying", flush=True)
+                _shutdown_serve()
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -91,17 +109,26 @@ class LocalServe:
         if not self._started:
             return
         import ray
-        from ray import serve
 
         self._started = False
         try:
-            serve.shutdown()
+            _shutdown_serve()
         finally:
             ray.shutdown()
 
     @property
     def mode(self) -> str:
         return "fast (HAProxy + throughput-optimized)" if self.fast else "default"
+
+
+def _shutdown_serve() -> None:
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    except Exception as err:  # noqa: BLE001 -- seen on a loaded machine: Serve kills its HAProxy
+        # proxy actor before it started and then trips over it; nothing is left to lose.
+        print(f"serve.shutdown() failed: {type(err).__name__}: {err}", flush=True)
 
 
 def child_processes() -> list[str]:

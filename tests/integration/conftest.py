@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sysconfig
-import time
 
-import httpx
 import numpy as np
 import pytest
 
-from gateway.local_serve import free_port, serve_environment
+from gateway.local_serve import LocalServe, free_port
 
 FEATURES, CLASSES = 40, 10
 
@@ -48,49 +46,16 @@ def onnx_models(tmp_path_factory) -> dict:
             "manifest": str(out / "manifest.json"), "x": x}
 
 
-def _shutdown_serve() -> None:
-    from ray import serve
-
-    try:
-        serve.shutdown()
-    except Exception as err:  # noqa: BLE001 -- seen on a loaded machine: Serve kills its HAProxy
-        # proxy actor before it started and then trips over it; nothing is left to lose.
-        print(f"serve.shutdown() failed: {type(err).__name__}: {err}")
-
-
-def _start_serve(port: int, attempts: int = 2) -> None:
-    """serve.start; once more if its proxy missed Serve's fixed 60 s start-up limit (a busy machine)."""
-    from ray import serve
-
-    for attempt in range(1, attempts + 1):
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            return
-        except Exception as err:  # noqa: BLE001 -- ActorDiedError/GetTimeoutError from the proxy
-            if attempt == attempts:
-                raise
-            print(f"serve.start() attempt {attempt} failed ({type(err).__name__}); retrying")
-            _shutdown_serve()
-
-
 @pytest.fixture(scope="session")
 def serve_instance():
-    """One real Ray Serve instance for the whole session: ``{"url": http://127.0.0.1:PORT}``."""
-    import ray
+    """One real Ray Serve instance for the whole session: ``{"url": http://127.0.0.1:PORT}``.
 
-    # What kdgate serves with (gateway.local_serve.serve_environment): Ray Serve's fast modes,
-    # HAProxy's own listeners on free ports, a 2 s drain window for deleted ingress replicas;
-    # set before ray.init so Serve's actors inherit them. An environment that sets one wins.
-    for name, value in serve_environment(fast=True).items():
-        os.environ.setdefault(name, value)
-    port, metrics_port = free_port(), free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
-             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
-    _start_serve(port)
-    yield {"url": f"http://127.0.0.1:{port}", "port": port,
-           "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics"}
-    _shutdown_serve()
-    ray.shutdown()
+    kdgate's own local Serve (:class:`gateway.local_serve.LocalServe`): 2 CPUs, loopback, free
+    ports, the fast modes unless ``RAY_SERVE_ENABLE_HA_PROXY=0`` asks for Ray Serve's defaults.
+    """
+    fast = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") != "0"
+    with LocalServe(fast=fast, num_cpus=2) as local:
+        yield {"url": local.url, "port": local.port, "metrics_url": f"http://127.0.0.1:{local.metrics_port}/metrics"}
 
 
 def start_triton(model_path: str, *, http_port: int, grpc_port: int, model: str = "kdgate-teacher"):
