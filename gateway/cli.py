@@ -23,7 +23,7 @@ from typing import Optional
 
 import typer
 
-from gateway.local_serve import FAST_MODE_ENV
+from gateway.serve.local import FAST_MODE_ENV
 
 EXIT_BAD_INPUT = 2
 
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``capture`` to the kdgate app."""
     app.command("serve")(serve)
     app.add_typer(capture_app, name="capture")
-    from gateway.rollout_cli import rollout_app  # noqa: PLC0415 -- typer only, no heavy imports
+    from gateway.rollout.cli import rollout_app  # noqa: PLC0415 -- typer only, no heavy imports
 
     app.add_typer(rollout_app, name="rollout")
 
@@ -98,7 +98,7 @@ def _deploy(document: dict, *, host: str, port: int) -> None:
         ray_serve.start(http_options=http)
         _get_global_client().deploy_apps(ServeDeploySchema.model_validate(document), _blocking=True)
         return
-    from gateway.app import build_app
+    from gateway.serve.app import build_app
 
     ray_serve.start(http_options={"host": host, "port": port})
     ray_serve.run(build_app({"config": document}), name="kdgate", route_prefix="/")

@@ -23,7 +23,7 @@ from gateway.audit import AuditLog
 from gateway.capture import CaptureStore
 from gateway.core.config import GatewayConfig
 from gateway.core.stats import PRIMARY, WindowStats, cost_per_inference, input_edges_from_manifest
-from gateway.metrics import GatewayMetrics
+from gateway.serve.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ def _ensure_models() -> None:
 
 def run(args) -> dict:
     """Every benchmark in turn; a failing one is reported, the others still run."""
-    from kdgate.bench_report import machine_description
+    from kdgate.bench.report import machine_description
 
     started = time.monotonic()
     machine = machine_description()
@@ -91,8 +91,8 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kdgate.bench_report import bench_markdown
-    from kdgate.demo_setup import write_json
+    from kdgate.bench.report import bench_markdown
+    from kdgate.demo.setup import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "bench", help="output folder")

@@ -91,7 +91,7 @@ def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
     from ray import serve
     from starlette.requests import Request
 
-    from gateway.app import build_app
+    from gateway.serve.app import build_app
 
     @serve.deployment(ray_actor_options={"num_cpus": 0.5})
     class BareOnnx:
@@ -250,7 +250,7 @@ def verdicts(measured: dict) -> list[dict]:
 
 
 def run(args) -> dict:
-    from gateway.local_serve import LocalServe
+    from gateway.serve.local import LocalServe
 
     with tempfile.TemporaryDirectory() as tmp_name, \
             LocalServe(fast=not args.default_modes, num_cpus=args.logical_cpus) as local:

@@ -41,7 +41,7 @@ def start_triton(models: dict[str, pathlib.Path], n_features: int, n_outputs: in
     from pytriton.triton import Triton, TritonConfig
 
     from gateway.backends import OnnxBackend
-    from gateway.local_serve import free_port
+    from gateway.serve.local import free_port
 
     http_port, grpc_port = free_port(), free_port()
     config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",

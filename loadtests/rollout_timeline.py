@@ -29,12 +29,12 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from gateway.core.compare import compare_classification  # noqa: E402
-from gateway.core.observations import EmbeddedSource  # noqa: E402
-from gateway.core.rollout_spec import RolloutSpec  # noqa: E402
+from gateway.rollout.core.observations import EmbeddedSource  # noqa: E402
+from gateway.rollout.core.spec import RolloutSpec  # noqa: E402
 from gateway.core.routing import choose_variant  # noqa: E402
 from gateway.core.stats import PRIMARY, SHADOW, WindowStats  # noqa: E402
-from gateway.reconciler import RolloutReconciler  # noqa: E402
-from gateway.rollout_store import RolloutStore, format_timeline  # noqa: E402
+from gateway.rollout.reconciler import RolloutReconciler  # noqa: E402
+from gateway.rollout.store import RolloutStore, format_timeline  # noqa: E402
 
 TEACHER, STUDENT = "teacher", "student"
 N_FEATURES, N_CLASSES = 8, 10

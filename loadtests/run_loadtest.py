@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from gateway.local_serve import free_port, wait_ready
+from gateway.serve.local import free_port, wait_ready
 
 HERE = pathlib.Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"

@@ -150,8 +150,8 @@ def run(args) -> list[dict]:
     from bench_gateway import demo_or_tiny_models
     from ray import serve
 
-    from gateway.app import build_app
-    from gateway.local_serve import LocalServe
+    from gateway.serve.app import build_app
+    from gateway.serve.local import LocalServe
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="kdgate-soak-"))
     student, teacher, features = demo_or_tiny_models(args, tmp)

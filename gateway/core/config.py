@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from gateway.core.errors import GatewayConfigError
-from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout.core.spec import RolloutSpec
 
 WEIGHT_STEP = 0.1  # percent: the split's granularity
 _WEIGHT_TOLERANCE = 1e-6
@@ -244,6 +244,22 @@ class GatewayConfig(_Strict):
         data = self.model_dump(mode="json")
         data["routing"]["weights"] = dict(weights)
         return load_gateway_config(data)
+
+
+def merge_overlay(base: dict, overlay: dict) -> dict:
+    """``base`` with ``overlay`` merged in: nested dicts merge, other values replace.
+
+    >>> merge_overlay({"routing": {"weights": {"t": 95, "s": 5}, "allow_force": False}},
+    ...               {"routing": {"weights": {"t": 90, "s": 10}}})
+    {'routing': {'weights': {'t': 90, 's': 10}, 'allow_force': False}}
+    """
+    merged = dict(base)
+    for key, value in overlay.items():
+        if key == "weights" or not (isinstance(value, dict) and isinstance(merged.get(key), dict)):
+            merged[key] = value  # a split replaces the old one whole: absent variants mean 0
+        else:
+            merged[key] = merge_overlay(merged[key], value)
+    return merged
 
 
 def config_json_schema() -> dict:

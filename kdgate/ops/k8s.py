@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from gateway.core.config import GatewayConfig, load_gateway_config
+from gateway.core.config import GatewayConfig, load_gateway_config, merge_overlay
 from gateway.core.errors import GatewayConfigError
 
 MODELS_DIR = "/models"
@@ -78,12 +78,6 @@ def _teacher_on_gpu(app: dict) -> None:
     entry["ray_actor_options"] = {**entry.get("ray_actor_options", {}), "num_cpus": 1, "num_gpus": 1}
 
 
-def _merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict:
-    from gateway.app import merge_overlay  # the gateway's own overlay rule (imports Ray, not started)
-
-    return merge_overlay(dict(base), dict(overlay))
-
-
 def gateway_configs(document: Mapping[str, Any]) -> Iterator[tuple[str, dict]]:
     """``(application name, effective gateway config)``: ``args.config`` with the Gateway's user_config merged in."""
     for app in document.get("applications", []):
@@ -91,7 +85,7 @@ def gateway_configs(document: Mapping[str, Any]) -> Iterator[tuple[str, dict]]:
         if config is None:
             raise GatewayConfigError([(f"applications.{app.get('name')}.args.config", "missing")])
         overlay = next((d.get("user_config") or {} for d in app.get("deployments", []) if d.get("name") == "Gateway"), {})
-        yield app["name"], _merge(config, overlay)
+        yield app["name"], merge_overlay(config, overlay)
 
 
 def parse_serve_config_v2(text: str) -> list[GatewayConfig]:

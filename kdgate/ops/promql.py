@@ -1,7 +1,7 @@
 """PromQL for kdgate's metrics, in one place: dashboard panels and alerts both use these.
 
 Ray exports the gateway's ``kdgate_*`` metrics with a ``ray_`` prefix (see
-``gateway/metrics.py``). Every builder takes a label-matcher string (``model=~"$model"``
+``gateway/serve/metrics.py``). Every builder takes a label-matcher string (``model=~"$model"``
 on the dashboard, ``model!=""`` in alerts) and a range (``$__rate_interval`` or ``5m``).
 
 Example::
@@ -39,7 +39,7 @@ def latest(metric: str, *matchers: str, lookback: str = "1h") -> str:
 
     Ray 2.60 stops exporting a gauge about two export intervals (~20 s) after it was last
     set. The gateway re-sets its rarely-changing gauges every few seconds
-    (``gateway.metrics.HeldGauge``); this lookback also bridges what that cannot: a
+    (``gateway.serve.metrics.HeldGauge``); this lookback also bridges what that cannot: a
     replica restarting, or scrapes missed, so a panel shows no gap and a RolledBack alert
     does not resolve by itself meanwhile.
     """

@@ -13,7 +13,7 @@ import sysconfig
 import numpy as np
 import pytest
 
-from gateway.local_serve import LocalServe, free_port
+from gateway.serve.local import LocalServe, free_port
 
 FEATURES, CLASSES = 40, 10
 
@@ -50,7 +50,7 @@ def onnx_models(tmp_path_factory) -> dict:
 def serve_instance():
     """One real Ray Serve instance for the whole session: ``{"url": http://127.0.0.1:PORT}``.
 
-    kdgate's own local Serve (:class:`gateway.local_serve.LocalServe`): 2 CPUs, loopback, free
+    kdgate's own local Serve (:class:`gateway.serve.local.LocalServe`): 2 CPUs, loopback, free
     ports, the fast modes unless ``RAY_SERVE_ENABLE_HA_PROXY=0`` asks for Ray Serve's defaults.
     """
     fast = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") != "0"

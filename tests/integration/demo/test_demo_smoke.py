@@ -24,7 +24,7 @@ TINY = ROOT / "distill" / "configs" / "tiny.yaml"
 def _tiny_models(out: pathlib.Path) -> None:
     from distill.config import load_config
     from distill.pipeline import run_pipeline
-    from kdgate.demo_setup import DemoModels, perturb_onnx, write_traffic_rows
+    from kdgate.demo.setup import DemoModels, perturb_onnx, write_traffic_rows
 
     run_pipeline(load_config(TINY), out)
     models = DemoModels.from_dir(out)

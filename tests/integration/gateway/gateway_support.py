@@ -8,7 +8,7 @@ import time
 import httpx
 import numpy as np
 
-from gateway.local_serve import wait_ready  # noqa: F401 -- re-exported for the tests
+from gateway.serve.local import wait_ready  # noqa: F401 -- re-exported for the tests
 
 FEATURES = 40
 ADMIN_TOKEN = "gateway-admin-token"  # what app_factory's token file holds
@@ -49,7 +49,7 @@ def deploy(config: dict, *, name: str, prefix: str) -> None:
     """Deploy (or update in place) one gateway application under ``prefix``."""
     from ray import serve
 
-    from gateway.app import build_app
+    from gateway.serve.app import build_app
 
     serve.run(build_app({"config": config}), name=name, route_prefix=prefix)
 
@@ -66,7 +66,7 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema(applications=[{
-        "name": name, "route_prefix": prefix, "import_path": "gateway.app:build_app",
+        "name": name, "route_prefix": prefix, "import_path": "gateway.serve.app:build_app",
         "args": {"config": config},
         "deployments": [{"name": "Gateway", "user_config": overlay or {}}, *(deployments or [])],
     }])

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 import yaml
 
-from gateway.app import merge_overlay
+from gateway.core.config import merge_overlay
 from gateway.core.config import load_gateway_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -24,7 +24,7 @@ def test_deployments_file_is_a_serve_config_with_a_valid_gateway_config(path):
 
     document = yaml.safe_load(path.read_text())
     schema = ServeDeploySchema.model_validate(document)
-    assert [a.import_path for a in schema.applications] == ["gateway.app:build_app"]
+    assert [a.import_path for a in schema.applications] == ["gateway.serve.app:build_app"]
     config = _effective(document["applications"][0])
     assert config.students[0].colocated and config.students[0].model_path == "runs/demo/student.onnx"
 

@@ -16,7 +16,7 @@ APP = "fuzz"
 
 
 def _schema():
-    from gateway.http_routes import openapi_document
+    from gateway.http.routes import openapi_document
 
     return schemathesis.openapi.from_dict(openapi_document())
 

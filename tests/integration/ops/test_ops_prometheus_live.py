@@ -23,7 +23,7 @@ import yaml
 from gateway_support import deploy, gateway_config, wait_ready
 from run_loadtest import run_locust, verdict
 
-from gateway.local_serve import free_port
+from gateway.serve.local import free_port
 from kdgate.ops.alerts import AlertThresholds, alert_rules, rules_file
 from kdgate.ops.dashboards import panel_queries
 

@@ -1,7 +1,7 @@
 """PrometheusSource against a real Prometheus scraping an exporter of the gateway's metric names.
 
 The exporter uses prometheus_client with the exact names and labels Ray exports for
-``gateway/metrics.py`` (``ray_`` prefix), so the PromQL is checked by the real engine.
+``gateway/serve/metrics.py`` (``ray_`` prefix), so the PromQL is checked by the real engine.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import time
 import httpx
 import pytest
 
-from gateway.core.gates import evaluate_gates
-from gateway.core.observations import Window
-from gateway.core.rollout_spec import PrometheusSpec, RolloutSpec
+from gateway.rollout.core.gates import evaluate_gates
+from gateway.rollout.core.observations import Window
+from gateway.rollout.core.spec import PrometheusSpec, RolloutSpec
 from gateway.core.stats import LATENCY_BUCKETS_S
-from gateway.prometheus_source import PrometheusSource
+from gateway.rollout.prometheus_source import PrometheusSource
 
 pytestmark = [pytest.mark.integration]
 MODEL = "mnist1d"
@@ -150,7 +150,7 @@ def test_observations_through_real_prometheus(prometheus):
 
 
 def test_unreachable_prometheus_raises_the_gateway_error():
-    from gateway.prometheus_source import PrometheusQueryError
+    from gateway.rollout.prometheus_source import PrometheusQueryError
 
     source = PrometheusSource(PrometheusSpec(url=f"http://127.0.0.1:{_free_port()}", timeout_s=0.5), model=MODEL,
                               teacher="teacher", student="student")

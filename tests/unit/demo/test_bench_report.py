@@ -4,8 +4,8 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
-from kdgate.bench_report import bench_markdown, machine_description, md_table
-from kdgate.demo_load import read_locust_stats
+from kdgate.bench.report import bench_markdown, machine_description, md_table
+from kdgate.demo.load import read_locust_stats
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.core.compare import compare_classification
 from gateway.core.stats import PRIMARY, SHADOW, WindowStats
-from kdgate.demo_report import (
+from kdgate.demo.report import (
     rollback_moments, stage_summary, summary_cells, timeline_points, weight_path, write_demo_report,
 )
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gateway.core.config import load_gateway_config
-from kdgate.demo_setup import (
+from kdgate.demo.setup import (
     BAD_STAGE, GOOD_STAGE, DemoModels, calibrated_gates, offline_agreement, perturb_onnx, stage_config,
 )
 

@@ -1,4 +1,4 @@
-"""The pure core stays pure: importing gateway.core.* loads no Ray, HTTP or metrics library."""
+"""The pure cores stay pure: importing gateway.core.* or gateway.rollout.core.* loads no Ray, HTTP or metrics library."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,10 @@ FORBIDDEN = ["ray", "prometheus_client", "httpx", "requests", "fastapi", "starle
 
 _PROBE = """
 import importlib, json, pkgutil, sys
-import gateway.core
-for mod in pkgutil.iter_modules(gateway.core.__path__):
-    importlib.import_module("gateway.core." + mod.name)
+import gateway.core, gateway.rollout.core
+for pkg in (gateway.core, gateway.rollout.core):
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(pkg.__name__ + "." + mod.name)
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)))
 """
 

@@ -1,7 +1,7 @@
 """HeldGauge: rarely-changing gauges are set again so Ray does not evict them (~20 s TTL)."""
 from __future__ import annotations
 
-from gateway.metrics import GatewayMetrics, HeldGauge
+from gateway.serve.metrics import GatewayMetrics, HeldGauge
 
 
 class RecordingGauge:

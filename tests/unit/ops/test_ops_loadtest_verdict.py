@@ -21,7 +21,7 @@ def test_verdict(summary, problem):
 
 
 def test_an_unreachable_gateway_fails_fast_with_a_message(tmp_path, capsys):
-    from gateway.local_serve import free_port
+    from gateway.serve.local import free_port
 
     status = main(["--url", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path), "--ready-timeout", "1"])
     assert status == 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.core.observations import LatencyHistogram, Observations, Window
+from gateway.rollout.core.observations import LatencyHistogram, Observations, Window
 
 BOUNDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, math.inf)
 TEACHER, STUDENT = "teacher", "student"

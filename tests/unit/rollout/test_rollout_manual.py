@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from rollout_fixtures import HEALTHY, LOW_AGREEMENT, STUDENT, TEACHER
 
-from gateway.core import rollout as sm
-from gateway.core.rollout import InvalidCommand, RolloutPhase, SetWeights
-from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout.core import machine as sm
+from gateway.rollout.core.machine import InvalidCommand, RolloutPhase, SetWeights
+from gateway.rollout.core.spec import RolloutSpec
 
 SPEC = RolloutSpec(interval_s=60, min_samples=200, failure_threshold=2)
 

@@ -6,7 +6,7 @@ import pytest
 from rollout_fixtures import FakeClock
 
 from gateway.core.compare import compare_classification
-from gateway.core.observations import EmbeddedSource, ReplicaSnapshots, Window, from_window_snapshot
+from gateway.rollout.core.observations import EmbeddedSource, ReplicaSnapshots, Window, from_window_snapshot
 from gateway.core.stats import PRIMARY, SHADOW, WindowStats, histogram_quantile
 
 EDGES = [[-0.5, 0.0, 0.5]] * 2
@@ -115,8 +115,8 @@ def test_controller_restart_does_not_count_old_history():
 
 
 def test_shifted_inputs_show_as_input_drift():
-    from gateway.core.gates import input_drift_gate
-    from gateway.core.rollout_spec import InputDriftGate
+    from gateway.rollout.core.gates import input_drift_gate
+    from gateway.rollout.core.spec import InputDriftGate
 
     rng, stats = np.random.default_rng(3), WindowStats(input_edges=EDGES, clock=FakeClock())
     record_traffic(stats, 400, rng=rng, x_shift=1.0)

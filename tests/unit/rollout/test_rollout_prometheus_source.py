@@ -12,10 +12,10 @@ import pathlib
 import httpx
 import pytest
 
-from gateway.core.gates import evaluate_gates
-from gateway.core.observations import Window
-from gateway.core.rollout_spec import PrometheusSpec, RolloutSpec
-from gateway.prometheus_source import (
+from gateway.rollout.core.gates import evaluate_gates
+from gateway.rollout.core.observations import Window
+from gateway.rollout.core.spec import PrometheusSpec, RolloutSpec
+from gateway.rollout.prometheus_source import (
     PrometheusQueryError, PrometheusSource, increase_query, parse_vector,
 )
 

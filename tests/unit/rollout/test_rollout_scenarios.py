@@ -6,9 +6,9 @@ from rollout_fixtures import (
     ERRORING, HEALTHY, INPUT_DRIFT, LOW_AGREEMENT, OUTPUT_DRIFT, SLOW, STUDENT, TEACHER, TOO_FEW, make_obs,
 )
 
-from gateway.core import rollout as sm
-from gateway.core.rollout import Notify, RecordCheck, RolloutPhase, SetWeights, WriteEvidence
-from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout.core import machine as sm
+from gateway.rollout.core.machine import Notify, RecordCheck, RolloutPhase, SetWeights, WriteEvidence
+from gateway.rollout.core.spec import RolloutSpec
 
 SHADOWING, PROGRESSING, PROMOTED, ROLLED_BACK = (
     RolloutPhase.SHADOWING, RolloutPhase.PROGRESSING, RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK)

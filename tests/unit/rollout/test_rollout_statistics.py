@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from rollout_fixtures import HEALTHY, make_obs
 
-from gateway.core import drift, gates
-from gateway.core.gates import CheckVerdict, GateResult, GateStatus
-from gateway.core.observations import LatencyHistogram
-from gateway.core.rollout_spec import LatencyGate, OutputDriftGate, RolloutSpec
+from gateway.rollout.core import drift, gates
+from gateway.rollout.core.gates import CheckVerdict, GateResult, GateStatus
+from gateway.rollout.core.observations import LatencyHistogram
+from gateway.rollout.core.spec import LatencyGate, OutputDriftGate, RolloutSpec
 
 
 def test_wilson_interval_matches_newcombe_1998():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout.core.spec import RolloutSpec
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[3] / "loadtests" / "rollout_timeline.py"
 T0 = 1_800_000_000.0

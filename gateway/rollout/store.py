@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.core.errors import GatewayError
-from gateway.core.rollout import RecordCheck, RolloutStatus, WriteEvidence
-from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout.core.machine import RecordCheck, RolloutStatus, WriteEvidence
+from gateway.rollout.core.spec import RolloutSpec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS status (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL, updated_at REAL);

@@ -23,7 +23,7 @@ from gateway.core.errors import BadRequest, NotFound
 _SEGMENT = r"(?P<{}>[^/:]+)"
 _VERSION = r"(?:/versions/(?P<version>[^/]+))?"
 
-# (method, path pattern, handler name on the Gateway, one-line summary for the docs)
+# (method, path pattern, endpoint method name, one-line summary for the docs)
 ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/v2/health/live", "live", "V2 liveness"),
     ("GET", "/v2/health/ready", "ready", "V2 readiness"),
@@ -44,6 +44,8 @@ ROUTES: tuple[tuple[str, str, str, str], ...] = (
     ("GET", "/docs", "docs", "Swagger UI"),
     ("GET", "/openapi.json", "openapi", "OpenAPI document"),
 )
+
+HANDLERS = frozenset(handler for _, _, handler, _ in ROUTES)
 
 
 class MethodNotAllowed(BadRequest):

@@ -2,7 +2,7 @@
 
 Pure parts (``timeline_points``, ``stage_summary``) turn the sampler's cumulative
 snapshots into windowed points through the same code the rollout gates use
-(:func:`gateway.core.observations.from_window_snapshot`); the rest renders them.
+(:func:`gateway.rollout.core.observations.from_window_snapshot`); the rest renders them.
 Plots reuse distill's matplotlib helpers, tables its HTML ones.
 
 Example::
@@ -18,7 +18,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.core.observations import Observations, from_window_snapshot
+from gateway.rollout.core.observations import Observations, from_window_snapshot
 from gateway.core.stats import LATENCY_BUCKETS_S, PRIMARY
 
 FIRST_BUCKET_MS = 1000.0 * LATENCY_BUCKETS_S[0]
@@ -167,7 +167,7 @@ def rich_summary(rows: Sequence[Mapping[str, Any]], title: str = "kdgate demo"):
 def render_html(report: Mapping[str, Any], plots: Mapping[str, pathlib.Path]) -> str:
     """The demo report page: summary, plots (embedded), each stage's analysis checks."""
     from distill.report import STYLE, html_image, html_table
-    from gateway.rollout_store import format_timeline
+    from gateway.rollout.store import format_timeline
     rows = [[html.escape(c) for c in summary_cells(r)] for r in report["stages"]]
     sections = [f"<h1>kdgate demo</h1><p class='meta'>{html.escape(report.get('subtitle', ''))}</p>",
                 "<h2>Summary</h2>", html_table(list(SUMMARY_COLUMNS), rows)]
@@ -186,8 +186,8 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, pathlib.Path]) ->
 
 def write_demo_report(out_dir: pathlib.Path, report: Mapping[str, Any]) -> pathlib.Path:
     """report.json, plots/*.png and report.html in ``out_dir``; returns the HTML path."""
-    from kdgate.demo_plots import write_plots
-    from kdgate.demo_setup import write_json
+    from kdgate.demo.plots import write_plots
+    from kdgate.demo.setup import write_json
 
     write_json(out_dir / "report.json", report)
     plots = write_plots(out_dir / "plots", report["points"], rollback_moments(report.get("stage_details", [])),

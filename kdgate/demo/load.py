@@ -4,7 +4,7 @@
 stops it by its own process id; its CSV gives the client's view (requests, failures,
 p50/p99). :class:`Sampler` polls ``/admin/split``, ``/admin/rollout`` and ``/admin/stats``
 once a second in a thread and keeps one sample per poll (cumulative window stats
-included), from which :mod:`kdgate.demo_report` computes the timeline.
+included), from which :mod:`kdgate.demo.report` computes the timeline.
 
 Example::
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"  # the project's users: V1/V2, sticky keys, MNIST-1D rows
 
 

@@ -1,6 +1,6 @@
 """Hosting the rollout controller in the gateway application.
 
-When the gateway config has a ``rollout:`` policy, :func:`gateway.app.build_app` adds one
+When the gateway config has a ``rollout:`` policy, :func:`gateway.serve.app.build_app` adds one
 ``rollout`` deployment (:class:`RolloutHost`, a single replica holding R's
 ``RolloutController`` and its tick loop). Every Gateway replica runs a
 :class:`RolloutSync` task: about once a second it sends its ``WindowStats`` snapshot and
@@ -33,7 +33,7 @@ class RolloutHost:
 
     def __init__(self, gateway_config: dict):
         from gateway.core.config import load_gateway_config
-        from gateway.reconciler import RolloutController, ServeRolloutMetrics, WebhookNotifier
+        from gateway.rollout.reconciler import RolloutController, ServeRolloutMetrics, WebhookNotifier
 
         config = load_gateway_config(gateway_config)
         spec = config.rollout

@@ -6,7 +6,7 @@ enabled gate passed; one failed gate fails it; otherwise it waits (see :func:`ve
 
 Example::
 
-    >>> from gateway.core.observations import Observations, Window
+    >>> from gateway.rollout.core.observations import Observations, Window
     >>> obs = Observations(Window(0, 60), "teacher", "student", compared=1000, agreements=960)
     >>> agreement_gate(obs, AgreementGate(min_lower_bound=0.9), min_samples=200).status
     <GateStatus.PASSED: 'passed'>
@@ -17,9 +17,9 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.core.drift import chi_square_two_sample, psi, psi_per_feature, wilson_lower_bound
-from gateway.core.observations import PRIMARY, SHADOW, Observations
-from gateway.core.rollout_spec import (
+from gateway.rollout.core.drift import chi_square_two_sample, psi, psi_per_feature, wilson_lower_bound
+from gateway.rollout.core.observations import PRIMARY, SHADOW, Observations
+from gateway.rollout.core.spec import (
     AgreementGate, CostGate, ErrorRateGate, InputDriftGate, KLGate, LatencyGate, OutputDriftGate, RolloutSpec,
 )
 

@@ -2,7 +2,7 @@
 
 Every quantity is an ``increase(...[Ns])`` over the analysis window, evaluated at the
 window's end (``/api/v1/query?time=END``), so a check sees the same window whichever
-replica or pod served the traffic. Metric names are the gateway's (``gateway/metrics.py``)
+replica or pod served the traffic. Metric names are the gateway's (``gateway/serve/metrics.py``)
 as Ray exports them (``ray_`` prefix).
 
 Example::
@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from gateway.core.errors import GatewayError
-from gateway.core.observations import LatencyHistogram, Observations, Window
-from gateway.core.rollout_spec import PrometheusSpec
+from gateway.rollout.core.observations import LatencyHistogram, Observations, Window
+from gateway.rollout.core.spec import PrometheusSpec
 
 # Metric families the gateway exports (name after Ray's "ray_" prefix).
 METRICS = {
@@ -91,7 +91,7 @@ def histograms_from_buckets(samples: list[Sample]) -> dict[str, dict[str, Latenc
 
 
 class PrometheusSource:
-    """:class:`~gateway.core.observations.ObservationSource` backed by Prometheus."""
+    """:class:`~gateway.rollout.core.observations.ObservationSource` backed by Prometheus."""
 
     def __init__(self, spec: PrometheusSpec, *, model: str, teacher: str, student: str,
                  reference: Mapping[str, Any] | None = None, usd_per_hour: Mapping[str, float] | None = None,

@@ -1,6 +1,6 @@
 """The rollout reconciler: observe -> step -> apply actions -> persist, one tick at a time.
 
-A thin adapter around the pure state machine (``gateway.core.rollout``). It never raises
+A thin adapter around the pure state machine (``gateway.rollout.core.machine``). It never raises
 from :meth:`RolloutReconciler.tick`: an observation, store, webhook or weight-setting
 failure becomes ``status.last_error``, an event in the store and a metric, and the next
 tick retries (weights that could not be applied are re-applied first).
@@ -31,16 +31,16 @@ from typing import Any, Protocol
 
 import httpx
 
-from gateway.core import rollout as sm
+from gateway.rollout.core import machine as sm
 from gateway.core.config import GatewayConfig
 from gateway.core.errors import GatewayConfigError
-from gateway.core.gates import GateResult
-from gateway.core.observations import EmbeddedSource, ObservationSource, ReplicaSnapshots, Window
-from gateway.core.rollout import (
+from gateway.rollout.core.gates import GateResult
+from gateway.rollout.core.observations import EmbeddedSource, ObservationSource, ReplicaSnapshots, Window
+from gateway.rollout.core.machine import (
     Action, InvalidCommand, Notify, RecordCheck, RolloutPhase, RolloutStatus, SetWeights, WriteEvidence,
 )
-from gateway.core.rollout_spec import RolloutSpec
-from gateway.rollout_store import EvidenceWriter, RolloutStore
+from gateway.rollout.core.spec import RolloutSpec
+from gateway.rollout.store import EvidenceWriter, RolloutStore
 
 log = logging.getLogger("kdgate.rollout")
 
@@ -86,7 +86,7 @@ class ServeRolloutMetrics:
     def __init__(self, model: str, student: str):
         from ray.serve.metrics import Counter  # noqa: PLC0415 -- keep Ray out of import time
 
-        from gateway.metrics import HeldGauge  # noqa: PLC0415 -- Ray evicts a gauge ~20 s after its last set
+        from gateway.serve.metrics import HeldGauge  # noqa: PLC0415 -- Ray evicts a gauge ~20 s after its last set
 
         self.tags = {"model": model, "variant": student}
         keys = ("model", "variant")
@@ -339,7 +339,7 @@ def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict
     reference = _read_manifest(student.manifest_path)
     prices = {v.name: v.usd_per_hour for v in config.variants}
     if spec.source == "prometheus":
-        from gateway.prometheus_source import PrometheusSource  # noqa: PLC0415
+        from gateway.rollout.prometheus_source import PrometheusSource  # noqa: PLC0415
 
         source: ObservationSource = PrometheusSource(spec.prometheus, model=config.model_name, teacher=teacher.name,
                                                      student=student.name, reference=reference, usd_per_hour=prices)

@@ -1,6 +1,6 @@
 """The rollout state machine: ``step(spec, status, observations, now) -> (status, actions)``.
 
-Pure: no clock, no I/O. The reconciler (``gateway.reconciler``) observes, calls
+Pure: no clock, no I/O. The reconciler (``gateway.rollout.reconciler``) observes, calls
 :func:`step` when :func:`check_due`, applies the returned actions (``SetWeights``,
 ``Notify``, ``WriteEvidence``, ``RecordCheck``) and persists the status. Manual commands
 (:func:`promote`, :func:`pause`, :func:`resume`, :func:`abort`, :func:`set_weight`) are
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.errors import BadRequest
-from gateway.core.gates import CheckVerdict, GateResult, GateStatus, evaluate_gates, verdict
-from gateway.core.observations import Observations, Window
-from gateway.core.rollout_spec import RolloutSpec
+from gateway.rollout.core.gates import CheckVerdict, GateResult, GateStatus, evaluate_gates, verdict
+from gateway.rollout.core.observations import Observations, Window
+from gateway.rollout.core.spec import RolloutSpec
 
 
 class RolloutPhase(str, enum.Enum):

@@ -29,12 +29,12 @@ import sys
 import time
 from typing import Any
 
-from kdgate.demo_setup import (
+from kdgate.demo.setup import (
     BAD_STAGE, GOOD_STAGE, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, DemoModels, Stage, calibrated_gates,
     make_bad_student, offline_agreement, stage_config, write_json, write_traffic_rows,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "deployments" / "demo" / "distill-mnist1d.yaml"
 TERMINAL_PHASES = ("Promoted", "RolledBack", "Aborted")
 
@@ -66,7 +66,7 @@ class Demo:
         self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%}, "
                  f"corrupted v2 {bad['agreement']:.1%}; agreement gate: Wilson lower bound >= "
                  f"{gates['agreement']['min_lower_bound']:.3f}, KL gate <= {gates['kl']['max_mean']:.3f}")
-        from gateway.local_serve import LocalServe
+        from gateway.serve.local import LocalServe
 
         stages = []
         with LocalServe(fast=not self.args.default_modes, num_cpus=self.args.num_cpus) as local:
@@ -115,9 +115,9 @@ class Demo:
         """Deploy the stage's gateway, load it with Locust, wait for the rollout's verdict."""
         from ray import serve
 
-        from gateway.app import build_app
-        from gateway.local_serve import wait_ready
-        from kdgate.demo_load import AdminClient, LocustLoad, Sampler, wait_for_phase
+        from gateway.serve.app import build_app
+        from gateway.serve.local import wait_ready
+        from kdgate.demo.load import AdminClient, LocustLoad, Sampler, wait_for_phase
 
         self.say(f"[bold]{stage.title}[/]: deploying teacher + {stage.variant}, rollout steps {list(stage.steps)}")
         serve.run(build_app({"config": config}), name="kdgate", route_prefix="/")
@@ -159,7 +159,7 @@ class _ProgressPrinter:
 
 def build_report(result: dict[str, Any], notes: list[str], wall_s: float) -> dict[str, Any]:
     """The report dict: windowed timeline points, one summary row per stage, details."""
-    from kdgate.demo_report import stage_summary, timeline_points
+    from kdgate.demo.report import stage_summary, timeline_points
 
     prices = {"teacher": TEACHER_USD_PER_HOUR}
     points, rows, details = [], [], []
@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; exit 0 when v1 was promoted and v2 rolled back, 1 otherwise, 130 on Ctrl-C."""
     from rich.console import Console
 
-    from kdgate.demo_report import rich_summary, write_demo_report
-    from gateway.local_serve import child_processes
+    from kdgate.demo.report import rich_summary, write_demo_report
+    from gateway.serve.local import child_processes
 
     console = Console(width=None if sys.stdout.isatty() else 132)
     signal.signal(signal.SIGTERM, _raise_interrupt)

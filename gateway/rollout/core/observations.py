@@ -3,7 +3,7 @@
 Every field is additive (counts, sums, histogram buckets), so observations over a window
 are a later cumulative reading minus an earlier one (:meth:`Observations.minus`). Two
 sources produce them: :class:`EmbeddedSource` (the gateway replicas' in-process
-``WindowStats`` snapshots, no Prometheus needed) and ``gateway.prometheus_source``
+``WindowStats`` snapshots, no Prometheus needed) and ``gateway.rollout.prometheus_source``
 (production).
 
 Example::

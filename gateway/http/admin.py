@@ -1,0 +1,152 @@
+"""Admin API: bearer-token check, split changes and the ``/admin/*`` endpoints.
+
+The token comes from a file (``admin.token_file``, e.g. a mounted Kubernetes Secret;
+read on every call so a rotated Secret takes effect without a restart) or from the env
+var ``admin.token_env``. With neither set the admin API is closed: every call is 401.
+Comparison is constant-time (:func:`hmac.compare_digest`).
+
+Example::
+
+    require_admin_token(request.headers.get("authorization"), config.admin)
+    new_config = split_from_body(config, {"weights": {"teacher": 90, "student": 10}})
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import pathlib
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+
+from gateway.core.config import AdminConfig, GatewayConfig, merge_overlay
+from gateway.core.errors import (
+    BadRequest, GatewayConfigError, InvalidInput, MalformedRequest, NotFound, Unauthorized,
+)
+
+
+def configured_token(admin: AdminConfig) -> str | None:
+    """The admin token in force, or None when none is configured."""
+    if admin.token_file:
+        try:
+            token = pathlib.Path(admin.token_file).read_text().strip()
+        except OSError:
+            return None
+        return token or None
+    return os.environ.get(admin.token_env, "").strip() or None
+
+
+def require_admin_token(authorization: str | None, admin: AdminConfig) -> None:
+    """Raise :class:`Unauthorized` unless ``authorization`` is ``Bearer <the token>``."""
+    expected = configured_token(admin)
+    if expected is None:
+        where = admin.token_file or f"${admin.token_env}"
+        raise Unauthorized(f"admin API is closed: no token configured in {where}")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise Unauthorized("wrong admin token")
+
+
+def split_from_body(config: GatewayConfig, body: object) -> GatewayConfig:
+    """The config with the split in ``{"weights": {...}}`` (validated; 422 when invalid)."""
+    if not isinstance(body, dict) or not isinstance(body.get("weights"), dict):
+        raise InvalidInput('split change must be a JSON object {"weights": {"variant": percent, ...}}')
+    try:
+        return config.with_weights(body["weights"])
+    except GatewayConfigError as err:
+        raise InvalidInput(str(err)) from err
+
+
+def json_object(body: bytes) -> dict:
+    """``body`` parsed as one JSON object (400 naming the problem otherwise)."""
+    try:
+        doc = json.loads(body)
+    except ValueError as err:
+        raise MalformedRequest(f"malformed JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise MalformedRequest("expected a JSON object")
+    return doc
+
+
+RolloutCall = Callable[..., Awaitable[dict]]
+
+
+class AdminEndpoints:
+    """The ``/admin/*`` endpoints (bearer token on every one) over one replica's runtime.
+
+    ``rollout_call(method, *args)`` reaches the rollout controller (None: no rollout
+    policy, 404); the ingress supplies it and translates its transport errors.
+    """
+
+    def __init__(self, runtime, observers, rollout_call: RolloutCall | None = None):
+        self.runtime, self.observers, self.rollout_call = runtime, observers, rollout_call
+        self.last_rejection: str | None = None  # the last config change refused, for GET /admin/config
+
+    def _check(self, request: Request) -> None:
+        require_admin_token(request.headers.get("authorization"), self.runtime.config.admin)
+
+    async def get_config(self, request: Request) -> dict:
+        """The config in force (and the last rejected change, if any)."""
+        self._check(request)
+        return {"config": self.runtime.config.model_dump(mode="json"), "last_rejection": self.last_rejection}
+
+    async def put_config(self, request: Request) -> dict:
+        """Change the config in force: an overlay such as ``{"shadow": {"fraction": 0.1}}``.
+
+        Dicts merge into the current config, other values replace; invalid -> 422 and the
+        previous config stays. Variants that need a new deployment need a redeploy.
+        """
+        self._check(request)
+        body = json_object(await request.body())
+        config = self.runtime.config
+        try:
+            changes = self.runtime.apply(merge_overlay(config.model_dump(mode="json"), body), actor="admin-api")
+        except GatewayConfigError as err:
+            raise InvalidInput(str(err)) from err
+        return {"config": self.runtime.config.model_dump(mode="json"), "changes": changes}
+
+    async def get_split(self, request: Request) -> dict:
+        """The current split, percent per variant."""
+        self._check(request)
+        return {"weights": self.runtime.config.effective_weights()}
+
+    async def put_split(self, request: Request) -> dict:
+        """Set the split: ``{"weights": {"teacher": 90, "student": 10}}``; invalid -> 422."""
+        self._check(request)
+        if self.rollout_call is not None:
+            raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
+        body = json_object(await request.body())
+        config = self.runtime.config
+        try:
+            new = split_from_body(config, body)
+        except BadRequest as err:
+            self.observers.audit_rejected("admin-api", config, body, err.message)
+            raise
+        changes = self.runtime.apply(new, actor="admin-api")
+        return {"weights": new.effective_weights(), "changes": changes}
+
+    async def get_stats(self, request: Request) -> dict:
+        """This replica's window stats (the embedded observation source for rollouts)."""
+        self._check(request)
+        stats = self.observers.stats
+        return stats.snapshot() if stats is not None else {}
+
+    async def get_rollout(self, request: Request) -> dict:
+        """The rollout's status and recent checks (404 without a rollout policy)."""
+        self._check(request)
+        return await self._rollout("status")
+
+    async def rollout_command(self, request: Request, command: str) -> dict:
+        """pause | resume | abort | promote | set_weight (body ``{"weight": w}``); 409 if not applicable."""
+        self._check(request)
+        body = await request.body()
+        weight = json_object(body).get("weight") if body else None
+        return await self._rollout("command", command, "admin-api", weight)
+
+    async def _rollout(self, method: str, *args) -> dict:
+        if self.rollout_call is None:
+            raise NotFound("no rollout policy in this gateway's config (rollout: null)")
+        return await self.rollout_call(method, *args)

@@ -1,0 +1,153 @@
+"""The ``Gateway`` ingress deployment: HTTP dispatch and wiring, nothing else.
+
+Each request is matched against the route table (:mod:`gateway.http.routes`) and handed
+to the endpoint object that owns it: inference (:mod:`gateway.http.inference`), admin
+(:mod:`gateway.http.admin`) or health (:mod:`gateway.http.health`). Errors become JSON.
+Colocated students run inside this replica through its :class:`~gateway.runtime.GatewayRuntime`;
+remote variants are reached through DeploymentHandles.
+
+The config comes from ``args`` (structural: variants, which need deployments); live
+changes go in the deployment's ``user_config``, an overlay merged over it: ``serve
+deploy`` of a file whose edit touches only that overlay calls :meth:`Gateway.reconfigure`
+in place (no restart). An invalid config is rejected, audited, and the previous one stays.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.handle import DeploymentHandle
+
+from gateway.core.config import merge_overlay
+from gateway.core.errors import BackendError, BadRequest, GatewayConfigError
+from gateway.http import routes as http_routes
+from gateway.http.admin import AdminEndpoints
+from gateway.http.health import HealthEndpoints
+from gateway.http.inference import VARIANT_HEADER, InferenceEndpoints
+from gateway.observers import Observers
+from gateway.runtime import GatewayRuntime
+from gateway.serve.metrics import GatewayMetrics
+from gateway.serve.rollout_host import RolloutSync
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
+RETRY_AFTER_S = 1  # a 503 tells clients when to retry (a backend may come back any moment)
+
+
+# Helpers sit above the deployment: @serve.deployment pickles the class at import time,
+# so a global the methods use must already exist then.
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {VARIANT_HEADER: "none"}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _handle_caller(handle: DeploymentHandle):
+    async def call(x: np.ndarray) -> np.ndarray:
+        try:
+            return await handle.remote(x)
+        except RayActorError:
+            # The replica died or became unreachable mid-request (killed, OOM, node lost).
+            # Inference is idempotent: Serve routes the one retry to a live replica.
+            log.warning("model replica lost mid-request; retrying once on another replica")
+            return await handle.remote(x)
+
+    return call
+
+
+def _rollout_caller(handle: DeploymentHandle):
+    """``call(method, *args)`` on the controller; its refusals (409) arrive as themselves."""
+    async def call(method: str, *args) -> dict:
+        try:
+            return await getattr(handle, method).remote(*args)
+        except BadRequest:
+            raise  # InvalidCommand (409) arrives as itself (Ray's error subclasses the cause)
+        except Exception as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, BadRequest):
+                raise cause from err
+            raise BackendError(f"rollout controller unavailable: {err}") from err
+
+    return call
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats (an empty window's inf/nan) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+@serve.deployment(name="Gateway", ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
+class Gateway:
+    """Ingress replica: dispatches requests to the endpoints; wires runtime, metrics, rollout."""
+
+    def __init__(self, remote_models: dict[str, DeploymentHandle], base_config: dict,
+                 rollout: DeploymentHandle | None = None):
+        callers = {name: _handle_caller(handle) for name, handle in remote_models.items()}
+        self._observers = Observers(metrics=GatewayMetrics(model=base_config["model_name"]))
+        self.runtime = GatewayRuntime(remote_callers=callers, observers=self._observers)
+        self._base_config = base_config
+        self.admin = AdminEndpoints(self.runtime, self._observers,
+                                    None if rollout is None else _rollout_caller(rollout))
+        endpoints = (InferenceEndpoints(self.runtime), self.admin, HealthEndpoints(self.runtime))
+        self._handlers = {name: getattr(ep, name) for ep in endpoints
+                          for name in dir(ep) if not name.startswith("_") and name in http_routes.HANDLERS}
+        self._rollout_sync = None if rollout is None else RolloutSync(
+            rollout, replica_id=serve.get_replica_context().replica_id.unique_id, runtime=self.runtime,
+            snapshot=lambda: self._observers.stats.snapshot(),
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Serve calls this at start and on every ``serve deploy`` that edits ``user_config``.
+
+        ``user_config`` is an overlay merged over the config from ``args`` (dicts merge,
+        everything else replaces), e.g. ``{"routing": {"weights": {"teacher": 90,
+        "student": 10}}}``. An invalid result is rejected (logged, audited, reported in
+        ``/admin/config``); the previous config stays in force.
+        """
+        effective = merge_overlay(self._base_config, user_config or {})
+        try:
+            self.runtime.apply(effective, actor="serve-deploy")
+            self.admin.last_rejection = None
+        except GatewayConfigError as err:
+            if self.runtime.state is None:
+                raise  # first config: fail the deployment with the message
+            self.admin.last_rejection = str(err)
+
+    async def __call__(self, request: Request) -> Response:
+        """Dispatch one HTTP request (see :mod:`gateway.http.routes`); errors become JSON."""
+        if self._rollout_sync is not None:
+            self._rollout_sync.ensure_started()
+        try:
+            handler, params = http_routes.match_route(request.method, http_routes.relative_path(request.scope))
+            result = await self._handlers[handler](request, **params)
+        except BadRequest as err:
+            return _error(err.status, err.message)
+        except BackendError as err:
+            # Only the teacher's failure gets here (a student's falls back): service down.
+            return _error(503, f"no variant could answer: {err}")
+        return result if isinstance(result, Response) else JSONResponse(_finite(result))
+
+    def __del__(self):  # Serve's shutdown hook: keep the capture rows still in memory
+        self._observers.close()
+
+    async def check_health(self) -> None:
+        """Serve's periodic probe (every 10 s): starts the rollout sync loop before any
+        traffic and re-exports the rarely-changing gauges, which Ray drops after ~20 s."""
+        if self._rollout_sync is not None:
+            self._rollout_sync.ensure_started()
+        if self._observers.metrics is not None:
+            self._observers.metrics.refresh()

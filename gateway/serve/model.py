@@ -1,0 +1,51 @@
+"""``model-<name>`` deployments: one remote variant (the teacher, or a non-colocated student).
+
+Reached from the ingress through a DeploymentHandle, with ``@serve.batch`` dynamic
+batching when the variant's ``batching.enabled`` is set (size and wait change in place
+through ``user_config``).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from ray import serve
+
+from gateway.backends import OnnxBackend, build_backend
+from gateway.core.config import BatchingConfig, VariantConfig
+from gateway.serve.metrics import GatewayMetrics
+
+DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
+
+
+@serve.deployment(ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
+class ModelDeployment:
+    """One remote variant behind a handle."""
+
+    def __init__(self, variant: dict, model_name: str):
+        self.variant = VariantConfig.model_validate(variant)
+        self.backend = build_backend(self.variant)
+        self.metrics = GatewayMetrics(model=model_name)
+        self.batching = self.variant.batching
+
+    def reconfigure(self, user_config: dict) -> None:
+        """``{"batching": {...}}``: batch size and wait change in place."""
+        self.batching = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self._batched.set_max_batch_size(self.batching.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.batching.wait_timeout_s)
+
+    async def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.batching.enabled:
+            return await self._batched(x)
+        return await self._infer(x)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        y = await self._infer(np.concatenate(xs))
+        return np.split(y, np.cumsum([len(x) for x in xs])[:-1])
+
+    async def _infer(self, x: np.ndarray) -> np.ndarray:
+        self.metrics.observe_batch(self.variant.name, len(x))
+        if isinstance(self.backend, OnnxBackend):
+            return self.backend.infer(x)  # microseconds for small models: cheaper than a thread hop
+        return await asyncio.to_thread(self.backend.infer, x)

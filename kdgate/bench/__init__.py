@@ -1,0 +1,1 @@
+"""``make bench``: the side-by-side benchmark report (markdown tables, machine description)."""
