@@ -1,6 +1,6 @@
 """The gateway's request path inside one ingress replica, free of HTTP and Ray types.
 
-:class:`GatewayRuntime` picks the variant (G1's ``choose_variant``), calls it (colocated
+:class:`GatewayRuntime` picks the variant (``gateway.core.routing.choose_variant``), calls it (colocated
 ONNX Runtime inline, anything else through an async caller such as a Ray Serve handle),
 falls back to the teacher when a student fails, and queues shadow comparisons. Config
 changes build a new immutable :class:`_State` and swap it in one assignment, so a request

@@ -72,7 +72,6 @@ class LocalServe:
 
     def __enter__(self) -> "LocalServe":
         import ray
-        from ray import serve
 
         os.environ.pop("RAY_ADDRESS", None)
         os.environ.update(serve_environment(self.fast))

@@ -1,8 +1,8 @@
 """Hosting the rollout controller in the gateway application.
 
 When the gateway config has a ``rollout:`` policy, :func:`gateway.serve.app.build_app` adds one
-``rollout`` deployment (:class:`RolloutHost`, a single replica holding R's
-``RolloutController`` and its tick loop). Every Gateway replica runs a
+``rollout`` deployment (:class:`RolloutHost`, a single replica holding the
+:class:`~gateway.rollout.controller.RolloutController` and its tick loop). Every Gateway replica runs a
 :class:`RolloutSync` task: about once a second it sends its ``WindowStats`` snapshot and
 applies the split the controller answers (audited as actor ``rollout``), so a rollback
 reaches every replica within one sync period while in-flight requests finish on the
@@ -33,7 +33,9 @@ class RolloutHost:
 
     def __init__(self, gateway_config: dict):
         from gateway.core.config import load_gateway_config
-        from gateway.rollout.reconciler import RolloutController, ServeRolloutMetrics, WebhookNotifier
+        from gateway.rollout.controller import RolloutController
+        from gateway.rollout.notify import WebhookNotifier
+        from gateway.serve.rollout_metrics import ServeRolloutMetrics
 
         config = load_gateway_config(gateway_config)
         spec = config.rollout

@@ -45,7 +45,7 @@ def _deploy(serve, config: dict):
     class RolloutHost:
         def __init__(self, gateway_config: dict):
             from gateway.core.config import load_gateway_config
-            from gateway.rollout.reconciler import RolloutController
+            from gateway.rollout.controller import RolloutController
 
             self.controller = RolloutController(load_gateway_config(gateway_config))
             self.task = None

@@ -11,7 +11,8 @@ from rollout_fixtures import HEALTHY, LOW_AGREEMENT, STUDENT, TEACHER, FakeClock
 from gateway.rollout.core.observations import Window
 from gateway.rollout.core.machine import InvalidCommand, RolloutPhase
 from gateway.rollout.core.spec import RolloutSpec
-from gateway.rollout.reconciler import EvidenceWriter, RolloutReconciler, WebhookNotifier
+from gateway.rollout.notify import WebhookNotifier
+from gateway.rollout.reconciler import EvidenceWriter, RolloutReconciler
 from gateway.rollout.store import RolloutStore, RolloutStoreError
 
 
@@ -176,7 +177,7 @@ def test_webhook_posts_json_to_a_real_server():
 
 def test_serve_metrics_accept_every_phase_and_gate(tmp_path):
     # ray.serve.metrics validates tag keys on every call; no Ray cluster is needed for that.
-    from gateway.rollout.reconciler import ServeRolloutMetrics
+    from gateway.serve.rollout_metrics import ServeRolloutMetrics
 
     rec, clock, _, _ = make(tmp_path, LOW_AGREEMENT, LOW_AGREEMENT)
     rec.metrics = ServeRolloutMetrics(model="m", student=STUDENT)
@@ -207,7 +208,7 @@ def test_reconciler_from_config_wires_names_versions_and_reference(tmp_path):
     from gateway.core.errors import GatewayConfigError
     from gateway.core.stats import WindowStats
     from gateway.rollout.prometheus_source import PrometheusSource
-    from gateway.rollout.reconciler import reconciler_from_config
+    from gateway.rollout.controller import reconciler_from_config
 
     config = _gateway_config(tmp_path)
     weights = Recorder()
@@ -240,7 +241,7 @@ def test_controller_serves_weights_to_replicas_and_rolls_back_a_bad_student(tmp_
 
     from gateway.core.compare import compare_classification
     from gateway.core.stats import PRIMARY, SHADOW, WindowStats
-    from gateway.rollout.reconciler import RolloutController
+    from gateway.rollout.controller import RolloutController
 
     config = _gateway_config(tmp_path, interval_s=60, min_samples=50, gates={"input_drift": {"enabled": False}})
     clock = FakeClock(0.0)
@@ -288,7 +289,7 @@ def test_evidence_bundle_exports_the_capture_directory(tmp_path):
 
     from gateway.capture import CaptureStore
     from gateway.core.stats import WindowStats
-    from gateway.rollout.reconciler import reconciler_from_config
+    from gateway.rollout.controller import reconciler_from_config
 
     config = _gateway_config(tmp_path)
     config = config.model_copy(update={"capture": config.capture.model_copy(update={"dir": str(tmp_path / "cap")})})
