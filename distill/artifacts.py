@@ -203,12 +203,12 @@ def build_report(config: DistillConfig, ds: Dataset, soft, runs, best, strategy,
         "strategy": strategy.report,
     }
     report["strategies"] = strategy_rows(report)
-    report["manifest"] = str(write_manifest(config, ds, soft, report, out_dir))
+    report["manifest"] = str(ex.write_manifest(out_dir / "manifest.json", run_manifest(config, ds, soft, report)))
     return report
 
 
-def write_manifest(config: DistillConfig, ds: Dataset, soft, report: dict, out_dir: Path) -> Path:
-    """manifest.json: lineage and serving metadata for the gateway (docs/artifacts.md)."""
+def run_manifest(config: DistillConfig, ds: Dataset, soft, report: dict) -> dict:
+    """The run's manifest.json content: lineage and serving metadata for the gateway (docs/artifacts.md)."""
     student, teacher = report["student"], report["teacher"]
     models = {"student": {"file": student["file"], "sha256": student["sha256"], "params": student["params"],
                           "architecture": student["architecture"]},
@@ -232,4 +232,4 @@ def write_manifest(config: DistillConfig, ds: Dataset, soft, report: dict, out_d
                     "retention": report["retention"], "student_mse": student.get("mse")},
         "reference": ex.reference_stats(ds.x_train, soft.test, task=ds.task),
     }
-    return ex.write_manifest(out_dir / "manifest.json", manifest)
+    return manifest

@@ -25,19 +25,16 @@ import numpy as np
 from distill.errors import DistillError, ExportError, ParityError
 from distill.evaluate import onnx_session
 from distill.report import json_safe
+from gateway.core.errors import ManifestError
+from gateway.core.manifest import FORMAT_VERSION, INPUT_NAME, OUTPUT_NAME, validate_manifest
 
 if TYPE_CHECKING:
     import torch
     from tritonclient.grpc import model_config_pb2
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
 OPSET = 17
-MANIFEST_FORMAT_VERSION = 1
 KDGATE_VERSION = "0.1.0"
-MANIFEST_REQUIRED_KEYS = ("format_version", "kdgate_version", "created_at", "task", "input",
-                          "output", "models", "dataset", "hyperparameters", "metrics", "reference")
 
 
 @dataclass
@@ -324,7 +321,7 @@ def io_spec(feature_shape: tuple[int, ...], n_outputs: int) -> dict:
 
 
 def write_manifest(path: Path | str, manifest: dict) -> Path:
-    """Write ``manifest.json`` after checking the keys docs/artifacts.md requires.
+    """Write ``manifest.json`` after validating it against the contract (:class:`gateway.core.manifest.Manifest`).
 
     ``format_version``, ``kdgate_version`` and ``created_at`` are filled in when absent.
 
@@ -333,20 +330,15 @@ def write_manifest(path: Path | str, manifest: dict) -> Path:
         PosixPath('out/manifest.json')
     """
     manifest = dict(manifest)
-    manifest.setdefault("format_version", MANIFEST_FORMAT_VERSION)
+    manifest.setdefault("format_version", FORMAT_VERSION)
     manifest.setdefault("kdgate_version", KDGATE_VERSION)
     manifest.setdefault("created_at", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    problems = [f"missing key '{key}'" for key in MANIFEST_REQUIRED_KEYS if key not in manifest]
-    if manifest.get("task") == "classification" and not manifest.get("class_labels"):
-        problems.append("classification needs 'class_labels'")
-    if "student" not in manifest.get("models", {}):
-        problems.append("'models' needs a 'student' entry")
-    for side, name in (("input", INPUT_NAME), ("output", OUTPUT_NAME)):
-        if manifest.get(side, {}).get("name") != name:
-            problems.append(f"'{side}.name' must be '{name}'")
-    if problems:
-        raise ExportError(f"manifest {path} is incomplete: " + "; ".join(problems))
+    manifest = json_safe(manifest)
+    try:
+        validate_manifest(manifest, where=f"manifest {path}")
+    except ManifestError as err:
+        raise ExportError(str(err)) from err
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(manifest), indent=2) + "\n")
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path

@@ -12,9 +12,7 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import logging
-import pathlib
 import time
 
 import numpy as np
@@ -22,7 +20,9 @@ import numpy as np
 from gateway.audit import AuditLog
 from gateway.capture import CaptureStore
 from gateway.core.config import GatewayConfig
-from gateway.core.stats import PRIMARY, WindowStats, cost_per_inference, input_edges_from_manifest
+from gateway.core.errors import ManifestError
+from gateway.core.manifest import read_manifest
+from gateway.core.stats import PRIMARY, WindowStats, cost_per_inference
 from gateway.serve.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -160,11 +160,11 @@ def _window_stats(config: GatewayConfig) -> WindowStats:
     for v in config.variants:
         if v.manifest_path:
             try:
-                manifest = json.loads(pathlib.Path(v.manifest_path).read_text())
-            except (OSError, ValueError):
-                log.warning("manifest %s unreadable; input drift bins off", v.manifest_path)
+                manifest = read_manifest(v.manifest_path)
+            except ManifestError as err:
+                log.warning("%s; input drift bins off", err)
                 continue
-            return WindowStats(input_edges=input_edges_from_manifest(manifest))
+            return WindowStats(input_edges=manifest.input_edges)
     return WindowStats()
 
 

@@ -15,9 +15,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import pathlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +26,8 @@ import numpy as np
 from gateway.backends import OnnxBackend
 from gateway.core.compare import compare_outputs
 from gateway.core.config import GatewayConfig, diff_config, load_gateway_config
-from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError, InvalidInput, NotFound
+from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError, InvalidInput, ManifestError, NotFound
+from gateway.core.manifest import read_manifest
 from gateway.core.routing import choose_variant, should_sample
 from gateway.shadow import ShadowQueue
 
@@ -64,7 +63,7 @@ class _State:
 class GatewayRuntime:
     """Routing, fallback and shadow for one replica; see the module docstring."""
 
-    def __init__(self, *, remote_callers: Mapping[str, RemoteCaller], observers: "Observers"):
+    def __init__(self, *, remote_callers: Mapping[str, RemoteCaller], observers):
         self._remote = dict(remote_callers)
         self._obs = observers
         self._state: _State | None = None
@@ -254,9 +253,9 @@ def _io_shapes(config: GatewayConfig, local: Mapping[str, OnnxBackend]) -> dict:
     for v in config.variants:
         if v.manifest_path:
             try:
-                manifest = json.loads(pathlib.Path(v.manifest_path).read_text())
-                return {"input_shape": list(manifest["input"]["shape"]),
-                        "output_shape": list(manifest["output"]["shape"])}
-            except (OSError, ValueError, KeyError, TypeError):
-                log.warning("manifest %s unreadable; input shape not checked", v.manifest_path)
+                manifest = read_manifest(v.manifest_path)
+            except ManifestError as err:
+                log.warning("%s; input shape not checked", err)
+                continue
+            return {"input_shape": list(manifest.input.shape), "output_shape": list(manifest.output.shape)}
     return {}

@@ -99,3 +99,7 @@ class CaptureError(GatewayError):
 
 class AuditError(GatewayError):
     """The audit log cannot be written or read."""
+
+
+class ManifestError(GatewayError):
+    """A ``manifest.json`` that cannot be read or does not follow docs/artifacts.md."""

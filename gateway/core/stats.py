@@ -19,7 +19,7 @@ Snapshot layout (plain JSON)::
 
 Example::
 
-    stats = WindowStats(input_edges=manifest["reference"]["inputs"]["edges"])
+    stats = WindowStats(input_edges=read_manifest("manifest.json").input_edges)
     stats.record_request("student", PRIMARY, latency_s=0.004, ok=True, rows=8)
     stats.quantile("student", PRIMARY, 0.99)
 """
@@ -81,27 +81,10 @@ def histogram_quantile(counts: Sequence[float], q: float,
     return float(upper_bounds[-1])
 
 
-def input_edges_from_manifest(manifest: Mapping[str, Any]) -> list[list[float]] | None:
-    """The per-feature reference bin edges of a distill ``manifest.json`` (None if absent)."""
-    edges = manifest.get("reference", {}).get("inputs", {}).get("edges")
-    return [list(map(float, e)) for e in edges] if edges else None
-
-
-def n_classes_from_manifest(manifest: Mapping[str, Any]) -> int | None:
-    """Number of classes of a classification ``manifest.json`` (None otherwise)."""
-    if manifest.get("task", "classification") != "classification":
-        return None
-    labels = manifest.get("class_labels")
-    if labels:
-        return len(labels)
-    shape = manifest.get("output", {}).get("shape") or [None]
-    return int(shape[-1]) if shape[-1] and shape[-1] > 0 else None
-
-
 class WindowStats:
     """Thread-safe cumulative counters of one replica since start or :meth:`reset`.
 
-    Give ``n_classes`` (see :func:`n_classes_from_manifest`) so ``class_counts`` has a
+    Give ``n_classes`` (:attr:`gateway.core.manifest.Manifest.n_classes`) so ``class_counts`` has a
     fixed length from the start and readings subtract cleanly; without it the list grows
     with the largest class seen.
     """

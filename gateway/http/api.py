@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.core.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from gateway.core.manifest import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 

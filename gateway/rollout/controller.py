@@ -10,15 +10,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import pathlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.core.config import GatewayConfig
-from gateway.core.errors import GatewayConfigError
+from gateway.core.errors import GatewayConfigError, ManifestError
+from gateway.core.manifest import read_manifest
 from gateway.rollout.core.machine import RolloutStatus
 from gateway.rollout.core.observations import EmbeddedSource, ObservationSource, ReplicaSnapshots
 from gateway.rollout.reconciler import RolloutMetrics, RolloutReconciler
@@ -132,7 +131,7 @@ def _read_manifest(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
     try:
-        return json.loads(pathlib.Path(path).read_text())
-    except (OSError, ValueError) as err:
-        log.warning("manifest %s unreadable (%s): the input drift gate will report no data", path, err)
+        return read_manifest(path).model_dump(mode="json", exclude_none=True)
+    except ManifestError as err:
+        log.warning("%s: the input drift gate will report no data", err)
         return None

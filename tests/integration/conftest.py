@@ -6,7 +6,6 @@ ONNX model through a bound Python function (the libpython fix from DESIGN.md app
 """
 from __future__ import annotations
 
-import json
 import os
 import sysconfig
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from gateway.serve.local import LocalServe, free_port
+from manifest_support import write_manifest_file
 
 FEATURES, CLASSES = 40, 10
 
@@ -36,12 +36,7 @@ def onnx_models(tmp_path_factory) -> dict:
     x = np.random.default_rng(0).normal(size=(64, FEATURES)).astype(np.float32)
     export_onnx(_mlp(64, seed=1), out / "teacher.onnx", x)
     export_onnx(_mlp(8, seed=2), out / "student.onnx", x)
-    manifest = {
-        "format_version": 1, "task": "classification",
-        "input": {"name": "input", "dtype": "float32", "shape": [-1, FEATURES]},
-        "output": {"name": "logits", "dtype": "float32", "shape": [-1, CLASSES]},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest_file(out / "manifest.json", features=FEATURES, classes=CLASSES)
     return {"dir": out, "teacher": str(out / "teacher.onnx"), "student": str(out / "student.onnx"),
             "manifest": str(out / "manifest.json"), "x": x}
 

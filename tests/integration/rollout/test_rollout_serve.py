@@ -7,7 +7,6 @@ the weights it returns. A driver plays two gateway replicas with synthetic traff
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from gateway.core.compare import compare_classification
 from gateway.core.stats import PRIMARY, SHADOW, WindowStats
+from manifest_support import write_manifest_file
 
 # serve.delete takes ~35 s per app under the shared fixture's fast modes (1 s without): slow.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,7 +23,7 @@ APP = "kdgate-rollout-test"
 
 def _config(tmp_path) -> dict:
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"format_version": 1}))
+    write_manifest_file(manifest)
     return {
         "model_name": "mnist1d",
         "variants": [

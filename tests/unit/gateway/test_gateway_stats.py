@@ -16,9 +16,7 @@ from gateway.core.stats import (
     WindowStats,
     cost_per_inference,
     histogram_quantile,
-    input_edges_from_manifest,
     merge_snapshots,
-    n_classes_from_manifest,
 )
 
 
@@ -98,9 +96,7 @@ def test_comparisons_accumulate_sums():
 
 
 def test_outputs_and_inputs_are_binned():
-    manifest = {"reference": {"inputs": {"edges": [[0.0, 1.0], [10.0]]}}}
-    edges = input_edges_from_manifest(manifest)
-    stats = WindowStats(input_edges=edges, clock=FakeClock())
+    stats = WindowStats(input_edges=[[0.0, 1.0], [10.0]], clock=FakeClock())
     stats.record_inputs("student", np.array([[-1.0, 5.0], [0.5, 20.0], [3.0, 10.0]]))
     stats.record_outputs("student", np.array([2, 2, 0]))
     stats.record_outputs("student", np.array([4]))
@@ -110,7 +106,6 @@ def test_outputs_and_inputs_are_binned():
     assert entry["class_counts"] == [1, 0, 2, 0, 1]
     with pytest.raises(GatewayError, match="3 features"):
         stats.record_inputs("student", np.zeros((1, 3)))
-    assert input_edges_from_manifest({}) is None
 
 
 def test_snapshot_is_json_and_a_copy():
@@ -170,15 +165,10 @@ def test_cost_per_inference_two_ways():
 
 
 def test_fixed_class_count_and_bins_from_the_start():
-    manifest = {"task": "classification", "class_labels": ["a", "b", "c"],
-                "reference": {"inputs": {"edges": [[0.0], [0.0, 1.0]]}}}
-    stats = WindowStats(input_edges=input_edges_from_manifest(manifest),
-                        n_classes=n_classes_from_manifest(manifest), clock=FakeClock())
+    stats = WindowStats(input_edges=[[0.0], [0.0, 1.0]], n_classes=3, clock=FakeClock())
     stats.record_request("student", PRIMARY, 0.01, ok=True, rows=1)
     entry = stats.snapshot()["variants"]["student"]
     assert entry["class_counts"] == [0, 0, 0]
     assert entry["input_bins"] == [[0, 0], [0, 0, 0]]
     stats.record_outputs("student", np.array([1]))
     assert stats.snapshot()["variants"]["student"]["class_counts"] == [0, 1, 0]
-    assert n_classes_from_manifest({"task": "regression"}) is None
-    assert n_classes_from_manifest({"output": {"shape": [-1, 10]}}) == 10

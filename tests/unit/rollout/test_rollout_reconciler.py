@@ -12,6 +12,7 @@ from gateway.rollout.core.observations import Window
 from gateway.rollout.core.machine import InvalidCommand, RolloutPhase
 from gateway.rollout.core.spec import RolloutSpec
 from gateway.rollout.notify import WebhookNotifier
+from manifest_support import write_manifest_file
 from gateway.rollout.reconciler import EvidenceWriter, RolloutReconciler
 from gateway.rollout.store import RolloutStore, RolloutStoreError
 
@@ -190,8 +191,8 @@ def _gateway_config(tmp_path, **rollout):
     from gateway.core.config import load_gateway_config
 
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"reference": {"inputs": {"edges": [[0.0]] * 3,
-                                                             "fractions": [[0.5, 0.5]] * 3}}}))
+    write_manifest_file(manifest, features=3, reference={"inputs": {"edges": [[0.0]] * 3,
+                                                                     "fractions": [[0.5, 0.5]] * 3}})
     return load_gateway_config({
         "model_name": "mnist1d",
         "variants": [
