@@ -29,6 +29,7 @@ from gateway.core.config import GatewayConfig, diff_config, load_gateway_config
 from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError, InvalidInput, ManifestError, NotFound
 from gateway.core.manifest import read_manifest
 from gateway.core.routing import choose_variant, should_sample
+from gateway.core.stats import PRIMARY, SHADOW
 from gateway.shadow import ShadowQueue
 
 log = logging.getLogger(__name__)
@@ -153,13 +154,13 @@ class GatewayRuntime:
         name = self.choose(headers, version=version)
         teacher = state.config.teacher.name
         try:
-            y = await self._call(state, name, x, route="primary")
+            y = await self._call(state, name, x, route=PRIMARY)
         except BackendError as err:
             if name == teacher:
                 raise
             reason = "timeout" if isinstance(err, BackendTimeout) else "error"
             self._obs.fallback(name, reason)
-            y = await self._call(state, teacher, x, route="primary")
+            y = await self._call(state, teacher, x, route=PRIMARY)
             return Answer(y=y, variant=teacher, version=state.versions[teacher], fallback=True)
         self._maybe_shadow(state, name, x, y, request_id)
         return Answer(y=y, variant=name, version=state.versions[name])
@@ -213,7 +214,7 @@ class GatewayRuntime:
 
     async def _run_shadow(self, state: _State, primary: str, other: str, x, y, request_id: str) -> None:
         try:
-            y_other = await self._call(state, other, x, route="shadow", timeout_s=state.config.shadow.timeout_s)
+            y_other = await self._call(state, other, x, route=SHADOW, timeout_s=state.config.shadow.timeout_s)
         except BackendTimeout:
             self._obs.shadow_drop(other, "timeout")
             return

@@ -24,8 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-PRIMARY, SHADOW = "primary", "shadow"
+from gateway.core.stats import PRIMARY, SHADOW  # the routes the request path publishes
 
 
 @dataclass(frozen=True)
