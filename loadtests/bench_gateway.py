@@ -11,11 +11,15 @@ every 100 requests, throughput rounds alternate too, so machine noise hits all a
 * primary-path p50/p99 of the student path with shadow at 10 % vs 0 % (switched live
   through the admin API);
 * teacher-path requests/s at concurrency ``--batch-concurrency`` (32) with dynamic
-  batching on vs off (two gateway apps, identical but for batching).
+  batching on vs off (two gateway apps, identical but for batching);
+* peers (:mod:`bench_peers`): a bare two-deployment Serve app doing the teacher path's hop,
+  the student in a plain uvicorn ASGI app and behind Triton, and the in-process ONNX
+  Runtime floor; the gateway's overhead in microseconds over the bare app.
 
-Targets: student p50 <= 1.0x bare, teacher p50 <= 1.15x bare, max rps >= 0.9x bare,
-shadow adds <= 5 % to p99, batching >= 2x. Ratios are printed with "met" / "NOT met";
-``--out`` writes everything as JSON.
+Targets (issue: request path): student p50 <= 1.05x bare and max rps >= 0.95x bare;
+teacher in its own deployment p50 <= 1.2x the bare hop app; shadow 10 % p99 <= 1.05x
+shadow 0 %; batching costs no p50 at concurrency 1 (<= 1.05x off) and gains >= 2x at
+c = 32. Ratios are printed with "met" / "NOT met"; ``--out`` writes everything as JSON.
 
 Example::
 
@@ -37,18 +41,21 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "loadtests"))
+from bench_peers import Peers, deploy_hop_app, floor_latencies  # noqa: E402 -- needs the paths above
 TOKEN = "bench-token"
 CHUNK = 100  # sequential requests per side before switching sides
 PATHS = {"student": {"teacher": 0, "student": 100}, "teacher": {"teacher": 100, "student": 0}}
 # (name, measured ratio key, target, "le" | "ge")
 TARGETS = (
-    ("student-path p50 / bare", "student_p50_vs_bare", 1.0, "le"),
-    ("teacher-path p50 / bare", "teacher_p50_vs_bare", 1.15, "le"),
-    ("student-path max rps / bare", "student_rps_vs_bare", 0.9, "ge"),
-    ("teacher-path max rps / bare", "teacher_rps_vs_bare", 0.9, "ge"),
+    ("student-path p50 / bare", "student_p50_vs_bare", 1.05, "le"),
+    ("student-path max rps / bare", "student_rps_vs_bare", 0.95, "ge"),
+    ("teacher-path p50 / bare hop app", "teacher_p50_vs_bare_hop", 1.2, "le"),
     ("p99 shadow 10 % / shadow 0 %", "shadow10_p99_vs_shadow0", 1.05, "le"),
+    ("teacher p50 c=1 batching on / off", "batching_p50_on_vs_off", 1.05, "le"),
     ("teacher rps batching on / off (c=32)", "batching_rps_on_vs_off", 2.0, "ge"),
 )
+PEERS = ("asgi_student", "triton_student")
 
 
 def demo_or_tiny_models(args, tmp: pathlib.Path) -> tuple[str, str, int]:
@@ -107,6 +114,7 @@ def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
             return {"predictions": self.backend.infer(x).tolist()}
 
     (tmp / "token").write_text(TOKEN)
+    deploy_hop_app(teacher)
     serve.run(BareOnnx.bind(student), name="bare-student", route_prefix="/bare-student")
     serve.run(BareOnnx.bind(teacher), name="bare-teacher", route_prefix="/bare-teacher")
     serve.run(build_app({"config": _gateway_config(student, teacher, tmp, batching=True)}), name="gw",
@@ -119,15 +127,17 @@ def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
 class Bench:
     """The HTTP side of the benchmark: URLs, the live split of the ``gw`` app, the clients."""
 
-    def __init__(self, base: str, features: int):
+    def __init__(self, base: str, features: int, peers: Peers | None = None):
         self.base = base
         self.body = json.dumps({"instances": [[0.1] * features]}).encode()
+        self.bodies = dict(peers.bodies) if peers else {}
         self.admin = httpx.Client(timeout=10, headers={"authorization": f"Bearer {TOKEN}"})
         self.split: str | None = None
         predict = "/v1/models/bench:predict"
         self.urls = {"bare_student": f"{base}/bare-student", "bare_teacher": f"{base}/bare-teacher",
                      "gateway_student": f"{base}/gw{predict}", "gateway_teacher": f"{base}/gw{predict}",
-                     "gateway_teacher_nobatch": f"{base}/gw-nobatch{predict}"}
+                     "gateway_teacher_nobatch": f"{base}/gw-nobatch{predict}",
+                     "bare_hop_teacher": f"{base}/bare-hop-teacher", **(peers.urls if peers else {})}
 
     def use(self, side: str) -> str:
         """The URL of ``side``, after switching the gw app's split when the side needs it."""
@@ -141,21 +151,22 @@ class Bench:
         overlay = {"shadow": {"fraction": fraction, "canary_compare_fraction": fraction}}
         self.admin.put(f"{self.base}/gw/admin/config", json=overlay).raise_for_status()
 
-    def latencies(self, url: str, n: int) -> np.ndarray:
+    def latencies(self, url: str, n: int, body: bytes | None = None) -> np.ndarray:
         headers = {"content-type": "application/json"}
+        body = body or self.body
         out = np.empty(n)
         with httpx.Client(timeout=30) as client:
             for i in range(n):
                 start = time.perf_counter()
-                response = client.post(url, content=self.body, headers=headers)
+                response = client.post(url, content=body, headers=headers)
                 out[i] = time.perf_counter() - start
                 if response.status_code != 200:
                     raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
         return out
 
-    def throughput(self, url: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    def throughput(self, url: str, concurrency: int, seconds: float, body: bytes | None = None) -> tuple[float, int]:
         """(requests/s, failures) of ``concurrency`` clients for ``seconds``."""
-        return asyncio.run(_throughput(url, self.body, concurrency, seconds))
+        return asyncio.run(_throughput(url, body or self.body, concurrency, seconds))
 
 
 async def _throughput(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[float, int]:
@@ -189,14 +200,15 @@ def _summary(lat: list[np.ndarray], runs: list[tuple[float, int]]) -> dict:
 def _alternate(bench: Bench, sides: list[str], chunks: int, lat: dict) -> None:
     for i in range(chunks):  # rotate the order: drift and warm-up hit every side alike
         for side in sides[i % len(sides):] + sides[:i % len(sides)]:
-            lat[side].append(bench.latencies(bench.use(side), CHUNK))
+            lat[side].append(bench.latencies(bench.use(side), CHUNK, bench.bodies.get(side)))
 
 
 def measure(bench: Bench, args) -> dict:
     """Every measurement, sides interleaved; returns the raw summaries per side."""
-    paths = ["bare_student", "gateway_student", "bare_teacher", "gateway_teacher"]
+    paths = ["bare_student", "gateway_student", "bare_teacher", "gateway_teacher", "bare_hop_teacher",
+             *(p for p in PEERS if p in bench.urls)]
     for side in paths + ["gateway_teacher_nobatch"]:
-        bench.latencies(bench.use(side), 100)  # warm up every path
+        bench.latencies(bench.use(side), 100, bench.bodies.get(side))  # warm up every path
     # Batching off too: its sequential latency shows what the batch wait adds to the teacher path.
     lat = {k: [] for k in paths + ["gateway_teacher_nobatch", "shadow_0", "shadow_10"]}
     runs = {k: [] for k in paths + ["gateway_teacher_c32", "gateway_teacher_nobatch_c32"]}
@@ -204,7 +216,8 @@ def measure(bench: Bench, args) -> dict:
     _alternate(bench, paths + ["gateway_teacher_nobatch"], chunks, lat)
     for _ in range(args.rounds):
         for side in paths:
-            runs[side].append(bench.throughput(bench.use(side), args.concurrency, args.seconds))
+            runs[side].append(bench.throughput(bench.use(side), args.concurrency, args.seconds,
+                                               bench.bodies.get(side)))
         for side in ("gateway_teacher", "gateway_teacher_nobatch"):
             runs[f"{side}_c32"].append(bench.throughput(bench.use(side), args.batch_concurrency, args.seconds))
     bench.use("gateway_student")
@@ -218,23 +231,32 @@ def measure(bench: Bench, args) -> dict:
 
 
 def ratios(result: dict) -> dict:
-    """The target ratios from the per-side summaries (None where a side had no clean run)."""
-    def div(a, b):
-        return a / b if a is not None and b else None
+    """The target ratios from the per-side summaries (None where a side had no clean run or is absent)."""
+    def get(side: str, key: str):
+        return (result.get(side) or {}).get(key)
 
+    def div(a: str, b: str, key: str = "p50_ms"):
+        top, bottom = get(a, key), get(b, key)
+        return top / bottom if top is not None and bottom else None
+
+    overhead = (get("gateway_student", "p50_ms") or 0) - (get("bare_student", "p50_ms") or 0)
     return {
-        "student_p50_vs_bare": div(result["gateway_student"]["p50_ms"], result["bare_student"]["p50_ms"]),
-        "student_p99_vs_bare": div(result["gateway_student"]["p99_ms"], result["bare_student"]["p99_ms"]),
-        "teacher_p50_vs_bare": div(result["gateway_teacher"]["p50_ms"], result["bare_teacher"]["p50_ms"]),
-        "teacher_p99_vs_bare": div(result["gateway_teacher"]["p99_ms"], result["bare_teacher"]["p99_ms"]),
-        "teacher_nobatch_p50_vs_bare": div(result["gateway_teacher_nobatch"]["p50_ms"],
-                                           result["bare_teacher"]["p50_ms"]),
-        "student_rps_vs_bare": div(result["gateway_student"]["max_rps"], result["bare_student"]["max_rps"]),
-        "teacher_rps_vs_bare": div(result["gateway_teacher"]["max_rps"], result["bare_teacher"]["max_rps"]),
-        "shadow10_p99_vs_shadow0": div(result["shadow_10"]["p99_ms"], result["shadow_0"]["p99_ms"]),
-        "shadow10_p50_vs_shadow0": div(result["shadow_10"]["p50_ms"], result["shadow_0"]["p50_ms"]),
-        "batching_rps_on_vs_off": div(result["gateway_teacher_c32"]["max_rps"],
-                                      result["gateway_teacher_nobatch_c32"]["max_rps"]),
+        "student_p50_vs_bare": div("gateway_student", "bare_student"),
+        "student_p99_vs_bare": div("gateway_student", "bare_student", "p99_ms"),
+        "teacher_p50_vs_bare": div("gateway_teacher", "bare_teacher"),
+        "teacher_p99_vs_bare": div("gateway_teacher", "bare_teacher", "p99_ms"),
+        "teacher_nobatch_p50_vs_bare": div("gateway_teacher_nobatch", "bare_teacher"),
+        "student_rps_vs_bare": div("gateway_student", "bare_student", "max_rps"),
+        "teacher_rps_vs_bare": div("gateway_teacher", "bare_teacher", "max_rps"),
+        "shadow10_p99_vs_shadow0": div("shadow_10", "shadow_0", "p99_ms"),
+        "shadow10_p50_vs_shadow0": div("shadow_10", "shadow_0"),
+        "batching_rps_on_vs_off": div("gateway_teacher_c32", "gateway_teacher_nobatch_c32", "max_rps"),
+        "batching_p50_on_vs_off": div("gateway_teacher", "gateway_teacher_nobatch"),
+        "teacher_p50_vs_bare_hop": div("gateway_teacher", "bare_hop_teacher"),
+        "teacher_nobatch_p50_vs_bare_hop": div("gateway_teacher_nobatch", "bare_hop_teacher"),
+        "student_overhead_us": 1000 * overhead if "gateway_student" in result else None,
+        "bare_student_p50_vs_asgi": div("bare_student", "asgi_student"),
+        "bare_student_p50_vs_floor": div("bare_student", "floor_student"),
     }
 
 
@@ -250,6 +272,7 @@ def verdicts(measured: dict) -> list[dict]:
 
 
 def run(args) -> dict:
+    from gateway.backends import OnnxBackend
     from gateway.serve.local import LocalServe
 
     with tempfile.TemporaryDirectory() as tmp_name, \
@@ -257,7 +280,13 @@ def run(args) -> dict:
         tmp = pathlib.Path(tmp_name)
         student, teacher, features = demo_or_tiny_models(args, tmp)
         _deploy(student, teacher, tmp)
-        result = measure(Bench(local.url, features), args)
+        n_outputs = OnnxBackend(student, device="cpu").io_shapes()[1][1]
+        peers = Peers(student, features, n_outputs).start()
+        try:
+            result = measure(Bench(local.url, features, peers), args)
+        finally:
+            peers.stop()
+        result["floor_student"] = _summary([floor_latencies(student, features, args.requests)], [])
         result["mode"] = local.mode
     result["models"] = {"student": student, "teacher": teacher}
     result["ratios"] = ratios(result)
@@ -274,6 +303,9 @@ def report(result: dict) -> None:
         if isinstance(r, dict) and "p50_ms" in r:
             rps = f"{r['max_rps']:.0f}" if r["max_rps"] else "-"
             print(f"{key:<28}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{rps:>9}{r['failures']:>6}")
+    overhead = result["ratios"].get("student_overhead_us")
+    if overhead is not None:
+        print(f"gateway overhead over the bare app (student p50): {overhead:.0f} us")
     for row in result["targets"]:
         value = "n/a" if row["value"] is None else f"{row['value']:.3f}x"
         print(f"{row['name']:<40} {value:>8}  (target {row['target']}: {'met' if row['met'] else 'NOT met'})")

@@ -71,6 +71,28 @@ def shadow_batching_table(result: Mapping[str, Any]) -> str:
     return md_table(["setup", "p50 ms", "p99 ms", "max rps"], rows)
 
 
+PEER_SIDES = (
+    ("floor_student", "student: one in-process ONNX Runtime call (no HTTP)"),
+    ("asgi_student", "student: plain uvicorn ASGI app, one process"),
+    ("bare_student", "student: bare one-deployment Ray Serve app"),
+    ("gateway_student", "student: kdgate gateway"),
+    ("triton_student", "student: Triton server (pytriton, Python backend), V2 HTTP"),
+    ("bare_teacher", "teacher: bare one-deployment Ray Serve app"),
+    ("bare_hop_teacher", "teacher: bare two-deployment Ray Serve app (the same hop)"),
+    ("gateway_teacher_nobatch", "teacher: kdgate gateway, batching off"),
+    ("gateway_teacher", "teacher: kdgate gateway, batching on"),
+)
+
+
+def peers_table(result: Mapping[str, Any]) -> str:
+    """The same models served by each peer, floor first: p50, p99, max rps; the gateway's overhead."""
+    rows = [[label, _num(result[side]["p50_ms"], 3), _num(result[side]["p99_ms"], 3), _num(result[side]["max_rps"], 0)]
+            for side, label in PEER_SIDES if result.get(side)]
+    overhead = (result.get("ratios") or {}).get("student_overhead_us")
+    caption = f"\n\ngateway overhead over the bare app (student path, p50): {_num(overhead, 0, ' µs')}"
+    return md_table(["side", "p50 ms", "p99 ms", "max rps"], rows) + caption
+
+
 def targets_table(targets: Sequence[Mapping[str, Any]]) -> str:
     """Each target, the measured ratio and met / NOT met."""
     rows = [[t["name"], _ratio(t["value"]), t["target"], "met" if t["met"] else "**NOT met**"] for t in targets]
@@ -148,6 +170,8 @@ def bench_markdown(bench: Mapping[str, Any]) -> str:
              machine_line(bench["machine"], bench.get("load_after")), ""]
     for mode, result in bench.get("gateway", {}).items():
         parts += [f"## Gateway vs bare Ray Serve app — {result['mode']} mode", "", gateway_table(result), "",
+                  f"### Peers: the same models served elsewhere on this machine ({mode} mode)", "",
+                  peers_table(result), "",
                   f"### Shadow and dynamic batching ({mode} mode)", "", shadow_batching_table(result), "",
                   f"### Targets ({mode} mode)", "", targets_table(result["targets"]), ""]
     if bench.get("models"):

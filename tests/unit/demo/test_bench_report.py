@@ -26,6 +26,8 @@ def _gateway_result(bg) -> dict:
               "bare_teacher": _side(1.2, 3.0, 300), "gateway_teacher": _side(4.0, 9.0, 150),
               "gateway_teacher_nobatch": _side(3.0, 8.0), "shadow_0": _side(1.0, 2.0), "shadow_10": _side(1.0, 2.05),
               "gateway_teacher_c32": _side(None, None, 200), "gateway_teacher_nobatch_c32": _side(None, None, 100),
+              "bare_hop_teacher": _side(3.5, 8.0, 200), "asgi_student": _side(0.5, 1.0, 900),
+              "floor_student": _side(0.01, 0.02),
               "mode": "fast", "settings": {"batch_concurrency": 32}}
     result["ratios"] = bg.ratios(result)
     result["targets"] = bg.verdicts(result["ratios"])
@@ -36,8 +38,10 @@ def test_verdicts_compare_each_ratio_with_its_target():
     bg = _bench_gateway()
     result = _gateway_result(bg)
     verdict = {t["key"]: t["met"] for t in result["targets"]}
-    assert verdict == {"student_p50_vs_bare": True, "teacher_p50_vs_bare": False, "student_rps_vs_bare": True,
-                       "teacher_rps_vs_bare": False, "shadow10_p99_vs_shadow0": True, "batching_rps_on_vs_off": True}
+    assert verdict == {"student_p50_vs_bare": True, "student_rps_vs_bare": True, "teacher_p50_vs_bare_hop": True,
+                       "shadow10_p99_vs_shadow0": True, "batching_p50_on_vs_off": False,
+                       "batching_rps_on_vs_off": True}
+    assert round(result["ratios"]["student_overhead_us"]) == -100  # 0.9 ms gateway vs 1.0 ms bare
     assert bg.verdicts({})[0]["met"] is False  # nothing measured is never "met"
 
 
@@ -55,7 +59,10 @@ def test_markdown_quotes_measured_figures_and_the_machine():
              "gateway": {"fast": _gateway_result(bg)}, "models": models, "triton": triton, "errors": {}}
     text = bench_markdown(bench)
     assert "| student path | 0.90 | 1.00 | 0.90× |" in text
-    assert "| teacher-path p50 / bare | 3.33× | <= 1.15x | **NOT met** |" in text
+    assert "| teacher-path p50 / bare hop app | 1.14× | <= 1.2x | met |" in text
+    assert "| teacher p50 c=1 batching on / off | 1.33× | <= 1.05x | **NOT met** |" in text
+    assert "| student: plain uvicorn ASGI app, one process | 0.500 | 1.000 | 900 |" in text
+    assert "student path, p50): -100 µs" in text
     assert "| teacher | 1 | 0.100 / 0.200 | 2.000 / 3.000 | 0.100 / 0.200 | 20.00× |" in text
     assert "cores" in text and "onnxruntime" in text and "Reproduce: `make bench`" in text
 
