@@ -48,6 +48,7 @@ TARGETS = (
     ("teacher-path max rps / bare", "teacher_rps_vs_bare", 0.9, "ge"),
     ("p99 shadow 10 % / shadow 0 %", "shadow10_p99_vs_shadow0", 1.05, "le"),
     ("teacher rps batching on / off (c=32)", "batching_rps_on_vs_off", 2.0, "ge"),
+    ("teacher p50 batching on / off (c=1)", "batching_p50_on_vs_off", 1.05, "le"),
 )
 
 
@@ -232,6 +233,8 @@ def ratios(result: dict) -> dict:
         "student_rps_vs_bare": div(result["gateway_student"]["max_rps"], result["bare_student"]["max_rps"]),
         "teacher_rps_vs_bare": div(result["gateway_teacher"]["max_rps"], result["bare_teacher"]["max_rps"]),
         "shadow10_p99_vs_shadow0": div(result["shadow_10"]["p99_ms"], result["shadow_0"]["p99_ms"]),
+        "batching_p50_on_vs_off": div(result["gateway_teacher"]["p50_ms"],
+                                      result["gateway_teacher_nobatch"]["p50_ms"]),
         "shadow10_p50_vs_shadow0": div(result["shadow_10"]["p50_ms"], result["shadow_0"]["p50_ms"]),
         "batching_rps_on_vs_off": div(result["gateway_teacher_c32"]["max_rps"],
                                       result["gateway_teacher_nobatch_c32"]["max_rps"]),
