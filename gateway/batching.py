@@ -2,9 +2,9 @@
 
 Ray Serve's ``@serve.batch`` (2.60) waits the full ``batch_wait_timeout_s`` for a batch
 to fill even when nothing else is queued, so at concurrency 1 every request pays the
-window. :class:`EagerBatcher` flushes at once when a request finds the queue empty; it
-only keeps a batch open while requests are still arriving (it found others queued, and
-each yield to the event loop brings more), for at most ``wait_timeout_s``. Requests that arrive while a batch runs form the
+window. :class:`EagerBatcher` flushes at once when a request finds the queue empty; only
+when others were queued with it (requests are arriving) does it keep the batch open for
+more, for at most ``wait_timeout_s``. Requests that arrive while a batch runs form the
 next one, so under load batches fill by themselves.
 
 Example::
@@ -36,11 +36,13 @@ class EagerBatcher:
         self._clock = clock
         self._queue: deque[tuple[Any, asyncio.Future]] = deque()
         self._drainer: asyncio.Task | None = None
+        self._arrived = asyncio.Event()
 
     async def submit(self, item: Any) -> Any:
         """Answer for ``item``, computed in a batch with whatever else is queued."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
+        self._arrived.set()
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
@@ -51,16 +53,19 @@ class EagerBatcher:
             await self._run_batch(batch)
 
     async def _collect(self) -> list[tuple[Any, asyncio.Future]]:
-        """Take what is queued; keep taking while each loop turn brings more, up to the limits.
+        """Take what is queued; while others were queued too, wait for more up to the limits.
 
-        A request that found the queue otherwise empty is flushed without even one loop turn.
+        A request that found the queue otherwise empty is flushed at once, with no wait.
         """
         batch = self._take()
         deadline = self._clock() + self.wait_timeout_s
-        while 1 < len(batch) < self.max_batch_size and self._clock() < deadline:
-            await asyncio.sleep(0)  # let requests already on their way reach the queue
+        while 1 < len(batch) < self.max_batch_size and (remaining := deadline - self._clock()) > 0:
             if not self._queue:
-                break  # nothing arrived: flush now rather than wait for a batch that is not coming
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
             batch.extend(self._take(self.max_batch_size - len(batch)))
         return batch
 
