@@ -37,7 +37,8 @@ def test_verdicts_compare_each_ratio_with_its_target():
     result = _gateway_result(bg)
     verdict = {t["key"]: t["met"] for t in result["targets"]}
     assert verdict == {"student_p50_vs_bare": True, "teacher_p50_vs_bare": False, "student_rps_vs_bare": True,
-                       "teacher_rps_vs_bare": False, "shadow10_p99_vs_shadow0": True, "batching_rps_on_vs_off": True}
+                       "teacher_rps_vs_bare": False, "shadow10_p99_vs_shadow0": True, "batching_rps_on_vs_off": True,
+                       "batching_p50_on_vs_off": False}  # 4.0 vs 3.0 ms: the window cost a lone request
     assert bg.verdicts({})[0]["met"] is False  # nothing measured is never "met"
 
 
