@@ -104,6 +104,11 @@ class Observers:
         if self._config.task == "classification" and y.ndim == 2:
             self.stats.record_outputs(variant, np.argmax(y, axis=1))
 
+    def overhead(self, variant: str, seconds: float) -> None:
+        """The gateway's own seconds (parse, routing, encoding) in a request ``variant`` answered."""
+        if self.metrics:
+            self.metrics.observe_overhead(variant, seconds)
+
     def fallback(self, variant: str, reason: str) -> None:
         """A student failure answered by the teacher."""
         if self.metrics:
@@ -135,7 +140,9 @@ class Observers:
                 log.exception("capture of disagreeing rows failed")
 
     def close(self) -> None:
-        """Flush buffered capture rows (a replica shutting down must not lose them)."""
+        """Flush buffered capture rows and metrics (a replica shutting down must not lose them)."""
+        if self.metrics:
+            self.metrics.close()
         if self._capture is not None:
             try:
                 self._capture.flush()

@@ -30,6 +30,7 @@ from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError
 from gateway.core.manifest import read_manifest
 from gateway.core.routing import choose_variant, should_sample
 from gateway.core.stats import PRIMARY, SHADOW
+from gateway.request_context import add_model_time, after_response
 from gateway.shadow import ShadowQueue
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,10 @@ class GatewayRuntime:
         except Exception as err:  # handle/actor errors arrive as Ray's own exception types
             self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
             raise BackendError(f"variant {name!r} failed: {err}") from err
-        self._obs.request(name, route, time.perf_counter() - start, ok=True, rows=len(x), x=x, y=y)
+        seconds = time.perf_counter() - start
+        if route == "primary":
+            add_model_time(name, seconds)
+        self._obs.request(name, route, seconds, ok=True, rows=len(x), x=x, y=y)
         return y
 
     # ----- shadow ----------------------------------------------------------------------
@@ -202,7 +206,9 @@ class GatewayRuntime:
         async def job() -> None:
             await self._run_shadow(state, primary, other, x, y, request_id)
 
-        self._shadow.submit(job, label=other)
+        # Queued only once the primary answer is on its way (the ingress runs deferred work
+        # after the response is sent), so shadow work never delays it.
+        after_response(lambda: self._shadow.submit(job, label=other))
 
     @staticmethod
     def _shadow_student(state: _State) -> str | None:

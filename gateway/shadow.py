@@ -62,6 +62,7 @@ class ShadowQueue:
     async def _work(self, queue: asyncio.Queue) -> None:
         while True:
             job = await queue.get()
+            await asyncio.sleep(0)  # lower priority: requests ready to run on the loop go first
             try:
                 await job()
             except asyncio.CancelledError:

@@ -58,11 +58,13 @@ class TritonTarget(_Strict):
 
 
 class BatchingConfig(_Strict):
-    """Dynamic batching in front of one backend (Ray Serve @serve.batch)."""
+    """Dynamic batching in front of one backend (gateway.batching.EagerBatcher)."""
 
     enabled: bool = Field(False, description="Batch concurrent requests to this backend.")
     max_batch_size: int = Field(32, gt=0, description="Most requests in one batch.")
-    wait_timeout_s: float = Field(0.002, ge=0, description="Longest wait for a batch to fill, seconds.")
+    wait_timeout_s: float = Field(
+        0.002, ge=0, description="Longest wait for a batch to fill while requests keep arriving, seconds; "
+                                 "a request that finds the queue empty never waits.")
 
 
 class VariantConfig(_Strict):

@@ -8,7 +8,7 @@ so snapshots add across replicas and subtract across time.
 Snapshot layout (plain JSON)::
 
     {"format": 1, "started_at": t0, "taken_at": t1, "replicas": 1,
-     "latency_upper_bounds_s": LATENCY_BUCKETS_S,   # counts have one more slot: > 5 s
+     "latency_upper_bounds_s": LATENCY_BUCKETS_S,   # counts have one more slot: > 10 s
      "variants": {name: {
          "requests": {route: n}, "errors": {route: n}, "inferences": {route: rows},
          "latency_counts": {route: [n per bucket]}, "latency_sum_s": {route: s},
@@ -48,10 +48,13 @@ def _log_buckets(low_s: float, high_s: float, per_decade: int) -> tuple[float, .
     return tuple(sorted(bounds | {high_s}))
 
 
-# Upper bounds (seconds) of the latency histogram, shared with the Prometheus histogram:
-# 10 per decade from 1 ms to 5 s, i.e. edges about 26 % apart: a quantile is pinned to
-# within one such bucket, and interpolation inside the bucket usually does much better.
-LATENCY_BUCKETS_S: tuple[float, ...] = _log_buckets(0.001, 5.0, 10)
+# Upper bounds (seconds) of every latency histogram (Prometheus, window stats, rollout
+# gates): 9 per decade from 25 us to 10 s, i.e. edges about 29 % apart, 52 bounds. A
+# colocated student answers in tens of microseconds end to end inside the replica, so the
+# first bound sits below it; interpolation inside a bucket keeps p99 within ~10 %
+# (tests/unit/gateway/test_gateway_stats.py). Each bound is one Prometheus series per
+# label set: 52 is about the most a scrape of every variant x route should carry.
+LATENCY_BUCKETS_S: tuple[float, ...] = _log_buckets(25e-6, 10.0, 9)
 
 _COMPARISON_FIELDS = {
     "kl_sum": "kl", "js_distance_sum": "js_distance", "max_prob_gap_sum": "max_prob_gap",
@@ -63,8 +66,9 @@ def histogram_quantile(counts: Sequence[float], q: float,
                        upper_bounds: Sequence[float] = LATENCY_BUCKETS_S) -> float | None:
     """Quantile ``q`` of a latency histogram, interpolating inside the bucket.
 
-    ``counts`` has one slot per bound plus an overflow slot; a quantile in the overflow
-    slot is reported as the largest bound (as Prometheus does). Empty -> None.
+    ``counts`` has one slot per bound plus an overflow slot (or the last bound is +Inf,
+    as in Prometheus ``le`` buckets); a quantile in the overflow slot is reported as the
+    largest finite bound (as Prometheus does). Empty -> None.
 
     >>> histogram_quantile([0, 10, 0], 0.5, upper_bounds=[0.001, 0.002])
     0.0015
@@ -74,11 +78,13 @@ def histogram_quantile(counts: Sequence[float], q: float,
         return None
     rank, seen, lower = q * total, 0.0, 0.0
     for bound, count in zip(upper_bounds, counts):
+        if math.isinf(bound):
+            break
         if count > 0 and seen + count >= rank:
             return lower + (bound - lower) * (rank - seen) / count
         seen += count
         lower = bound
-    return float(upper_bounds[-1])
+    return float(lower)
 
 
 class WindowStats:

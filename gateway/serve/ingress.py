@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from ray import serve
@@ -31,6 +33,7 @@ from gateway.http.admin import AdminEndpoints
 from gateway.http.health import HealthEndpoints
 from gateway.http.inference import VARIANT_HEADER, InferenceEndpoints
 from gateway.observers import Observers
+from gateway.request_context import start_request
 from gateway.runtime import GatewayRuntime
 from gateway.serve.metrics import GatewayMetrics
 from gateway.serve.rollout_host import RolloutSync
@@ -90,6 +93,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
+async def _run_after_send(timing) -> None:
+    """Async on purpose: starlette runs a plain function's background task in a thread."""
+    timing.run_deferred()
+
+
 @serve.deployment(name="Gateway", ray_actor_options={"num_cpus": DEFAULT_REPLICA_CPUS})
 class Gateway:
     """Ingress replica: dispatches requests to the endpoints; wires runtime, metrics, rollout."""
@@ -129,6 +137,7 @@ class Gateway:
 
     async def __call__(self, request: Request) -> Response:
         """Dispatch one HTTP request (see :mod:`gateway.http.routes`); errors become JSON."""
+        start, timing = time.perf_counter(), start_request()
         if self._rollout_sync is not None:
             self._rollout_sync.ensure_started()
         try:
@@ -139,7 +148,12 @@ class Gateway:
         except BackendError as err:
             # Only the teacher's failure gets here (a student's falls back): service down.
             return _error(503, f"no variant could answer: {err}")
-        return result if isinstance(result, Response) else JSONResponse(_finite(result))
+        response = result if isinstance(result, Response) else JSONResponse(_finite(result))
+        if timing.variant is not None:  # an inference request: the gateway's own share of it
+            self._observers.overhead(timing.variant, timing.overhead_s(time.perf_counter() - start))
+        if timing.deferred:
+            response.background = BackgroundTask(_run_after_send, timing)  # starlette: after the body
+        return response
 
     def __del__(self):  # Serve's shutdown hook: keep the capture rows still in memory
         self._observers.close()

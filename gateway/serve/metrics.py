@@ -10,7 +10,12 @@ Names follow Prometheus conventions: base units in the name, labels ``variant``,
 ``route`` (``primary|shadow``) and ``model``. Busy seconds per variant are
 ``kdgate_request_duration_seconds_sum`` (no separate counter: one metric write less on
 the hot path); ``kdgate_cost_per_inference_usd`` is computed in the replica over 30 s
-windows.
+windows. ``kdgate_gateway_overhead_seconds`` is the replica's own share of a request
+(parse, routing, encoding: the handler's time minus the model call), by variant.
+
+Per-request writes go to a :class:`~gateway.serve.metric_buffer.MetricBuffer` and reach
+Ray once a second from a flusher thread (:meth:`GatewayMetrics.close` flushes the rest);
+the rarely-set gauges are written directly.
 
 Example::
 
@@ -20,6 +25,7 @@ Example::
 from __future__ import annotations
 
 from gateway.core.stats import LATENCY_BUCKETS_S
+from gateway.serve.metric_buffer import Flusher, MetricBuffer
 
 
 class HeldGauge:
@@ -53,10 +59,11 @@ KL_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 class GatewayMetrics:
     """All kdgate_* metrics of one replica; tag values are always strings."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, *, flush_interval_s: float = 1.0):
         from ray.serve.metrics import Counter, Histogram
 
         self.model = model
+        self._buffer = MetricBuffer()
         self.request_seconds = Histogram(
             "kdgate_request_duration_seconds",
             description="Model answer latency by variant and route (primary|shadow), seconds.",
@@ -102,6 +109,21 @@ class GatewayMetrics:
             "kdgate_batch_size_rows", description="Rows per model call (after dynamic batching).",
             boundaries=list(BATCH_SIZE_BUCKETS), tag_keys=("variant", "model"),
         )
+        self.overhead_seconds = Histogram(
+            "kdgate_gateway_overhead_seconds",
+            description="Gateway's own time per inference request (parse, routing, encoding; "
+                        "handler time minus the model call), by the variant that answered, seconds.",
+            boundaries=list(LATENCY_BUCKETS_S), tag_keys=("variant", "model"),
+        )
+        self._flusher = Flusher(self._buffer.flush, interval_s=flush_interval_s).start()
+
+    def flush(self) -> int:
+        """Write the buffered per-request metrics to Ray now (the flusher does it every second)."""
+        return self._buffer.flush()
+
+    def close(self) -> None:
+        """Stop the flusher and write what is still buffered."""
+        self._flusher.stop()
 
     def refresh(self) -> None:
         """Keep the gauges that change rarely (weights, cost) in the scrape (see :class:`HeldGauge`)."""
@@ -113,27 +135,34 @@ class GatewayMetrics:
 
     def observe_request(self, variant: str, route: str, seconds: float, *, status: str, rows: int) -> None:
         """One model answer (or failure) on ``route``."""
-        self.requests.inc(1, self._tags(variant, route=route, status=status))
+        buf = self._buffer
+        buf.inc(self.requests, 1, self._tags(variant, route=route, status=status))
         if status == "ok":
-            self.request_seconds.observe(seconds, self._tags(variant, route=route))
-            self.rows.inc(rows, self._tags(variant, route=route))
+            tags = self._tags(variant, route=route)
+            buf.observe(self.request_seconds, seconds, tags)
+            buf.inc(self.rows, rows, tags)
+
+    def observe_overhead(self, variant: str, seconds: float) -> None:
+        """The gateway's own seconds in one inference request answered by ``variant``."""
+        self._buffer.observe(self.overhead_seconds, seconds, self._tags(variant))
 
     def observe_comparison(self, student: str, agreements: int, disagreements: int, kls: list[float]) -> None:
         """The outcome of comparing one teacher/student answer pair (per row)."""
         if agreements:
-            self.comparisons.inc(agreements, self._tags(student, outcome="agree"))
+            self._buffer.inc(self.comparisons, agreements, self._tags(student, outcome="agree"))
         if disagreements:
-            self.comparisons.inc(disagreements, self._tags(student, outcome="disagree"))
+            self._buffer.inc(self.comparisons, disagreements, self._tags(student, outcome="disagree"))
+        tags = self._tags(student)
         for kl in kls:
-            self.kl.observe(kl, self._tags(student))
+            self._buffer.observe(self.kl, kl, tags)
 
     def shadow_drop(self, variant: str, reason: str) -> None:
         """Shadow work that was not done (queue full, timeout, backend error)."""
-        self.shadow_dropped.inc(1, self._tags(variant, reason=reason))
+        self._buffer.inc(self.shadow_dropped, 1, self._tags(variant, reason=reason))
 
     def fallback(self, variant: str, reason: str) -> None:
         """A student failure that the teacher answered."""
-        self.fallbacks.inc(1, self._tags(variant, reason=reason))
+        self._buffer.inc(self.fallbacks, 1, self._tags(variant, reason=reason))
 
     def set_weights(self, weights: dict[str, float]) -> None:
         """Publish the configured split (percent in config, ratio in the metric)."""
@@ -149,5 +178,5 @@ class GatewayMetrics:
 
     def observe_batch(self, variant: str, rows: int) -> None:
         """Rows in one model call."""
-        self.batch_rows.observe(rows, self._tags(variant))
+        self._buffer.observe(self.batch_rows, rows, self._tags(variant))
 

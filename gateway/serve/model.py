@@ -1,8 +1,8 @@
 """``model-<name>`` deployments: one remote variant (the teacher, or a non-colocated student).
 
-Reached from the ingress through a DeploymentHandle, with ``@serve.batch`` dynamic
-batching when the variant's ``batching.enabled`` is set (size and wait change in place
-through ``user_config``).
+Reached from the ingress through a DeploymentHandle, with dynamic batching
+(:class:`~gateway.batching.EagerBatcher`: a lone request pays no batch window) when the
+variant's ``batching.enabled`` is set (size and wait change in place through ``user_config``).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 from ray import serve
 
 from gateway.backends import OnnxBackend, build_backend
+from gateway.batching import EagerBatcher
 from gateway.core.config import BatchingConfig, VariantConfig
 from gateway.serve.metrics import GatewayMetrics
 
@@ -27,19 +28,23 @@ class ModelDeployment:
         self.backend = build_backend(self.variant)
         self.metrics = GatewayMetrics(model=model_name)
         self.batching = self.variant.batching
+        self._batcher = EagerBatcher(self._batched, max_batch_size=self.batching.max_batch_size,
+                                     wait_timeout_s=self.batching.wait_timeout_s)
 
     def reconfigure(self, user_config: dict) -> None:
         """``{"batching": {...}}``: batch size and wait change in place."""
         self.batching = BatchingConfig.model_validate(user_config.get("batching", {}))
-        self._batched.set_max_batch_size(self.batching.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.batching.wait_timeout_s)
+        self._batcher.max_batch_size = self.batching.max_batch_size
+        self._batcher.wait_timeout_s = self.batching.wait_timeout_s
 
     async def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.batching.enabled:
-            return await self._batched(x)
+            return await self._batcher.submit(x)
         return await self._infer(x)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    def __del__(self):  # Serve's shutdown hook: write the metrics still buffered
+        self.metrics.close()
+
     async def _batched(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         y = await self._infer(np.concatenate(xs))
         return np.split(y, np.cumsum([len(x) for x in xs])[:-1])

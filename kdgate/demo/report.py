@@ -130,8 +130,8 @@ def _fmt(value: Any, kind: str = "num") -> str:
     if value is None:
         return "-"
     if kind == "ms" and value <= FIRST_BUCKET_MS:
-        return "<1"  # inside the latency histogram's first bucket: no finer resolution
-    formats = {"pct": lambda v: f"{100 * v:.1f} %", "ms": lambda v: f"{v:.2f}", "usd": lambda v: f"{v:.3g}",
+        return f"<{FIRST_BUCKET_MS:g}"  # inside the histogram's first bucket (25 us): no finer resolution
+    formats = {"pct": lambda v: f"{100 * v:.1f} %", "ms": lambda v: f"{v:.2f}" if v >= 1 else f"{v:.3f}", "usd": lambda v: f"{v:.3g}",
                "int": lambda v: f"{int(v):,}", "s": lambda v: f"{v:.0f} s", "num": lambda v: f"{v:.4g}"}
     return formats[kind](value)
 

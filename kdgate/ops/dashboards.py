@@ -60,6 +60,11 @@ def _traffic_panels() -> tuple[Panel, ...]:
     return (
         Panel("Latency p50 / p99 by variant", "s", _latency_targets(),
               description="Model answer latency per variant and route (primary = the caller waited)."),
+        Panel("Gateway overhead p50 / p99 by variant", "s", tuple(
+            Target(f"{{{{variant}}}} {name}", q.quantile(p, q.OVERHEAD, ("variant",), RANGE, MODEL))
+            for name, p in (("p50", 0.5), ("p99", 0.99))),
+              description="The gateway's own time per inference request (parse, routing, encoding), "
+                          "model call excluded."),
         Panel("Request rate by variant", "reqps", (
             Target("{{variant}} {{route}} {{status}}",
                    q.rate_sum(q.REQUESTS, ("variant", "route", "status"), RANGE, MODEL)),)),

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway.rollout.core.drift import chi_square_two_sample, psi, psi_per_feature, wilson_lower_bound
-from gateway.rollout.core.observations import PRIMARY, SHADOW, Observations
+from gateway.core.stats import PRIMARY, SHADOW  # the routes the request path publishes
+from gateway.rollout.core.observations import Observations
 from gateway.rollout.core.spec import (
     AgreementGate, CostGate, ErrorRateGate, InputDriftGate, KLGate, LatencyGate, OutputDriftGate, RolloutSpec,
 )

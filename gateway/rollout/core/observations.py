@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.core.stats import PRIMARY, SHADOW  # the routes the request path publishes
+from gateway.core.stats import histogram_quantile
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,7 @@ class LatencyHistogram:
 
         Falls in the +Inf bucket -> the largest finite bound; empty histogram -> None.
         """
-        total = self.total
-        if total <= 0:
-            return None
-        rank, seen, lower = q * total, 0.0, 0.0
-        for bound, count in zip(self.upper_bounds, self.counts):
-            if count > 0 and seen + count >= rank:
-                if math.isinf(bound):
-                    return lower
-                return lower + (bound - lower) * (rank - seen) / count
-            seen += count
-            lower = bound if not math.isinf(bound) else lower
-        return lower
+        return histogram_quantile(self.counts, q, self.upper_bounds)
 
     def combine(self, other: "LatencyHistogram", sign: int = 1) -> "LatencyHistogram":
         if not other.counts:

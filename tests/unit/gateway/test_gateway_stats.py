@@ -1,6 +1,7 @@
 """WindowStats: counters, latency quantiles, comparisons, drift bins, merge, cost."""
 from __future__ import annotations
 
+import bisect
 import json
 import math
 
@@ -28,12 +29,26 @@ class FakeClock:
         return self.now
 
 
-def test_buckets_span_1ms_to_5s_about_ten_per_decade():
-    assert LATENCY_BUCKETS_S[0] == 0.001 and LATENCY_BUCKETS_S[-1] == 5.0
+def test_buckets_span_25us_to_10s_about_nine_per_decade():
+    assert LATENCY_BUCKETS_S[0] == 25e-6 and LATENCY_BUCKETS_S[-1] == 10.0
     assert list(LATENCY_BUCKETS_S) == sorted(set(LATENCY_BUCKETS_S))
     ratios = [b / a for a, b in zip(LATENCY_BUCKETS_S, LATENCY_BUCKETS_S[1:])]
     assert max(ratios) < 1.3
-    assert 9 <= sum(1 for b in LATENCY_BUCKETS_S if 0.01 <= b < 0.1) <= 11
+    assert 8 <= sum(1 for b in LATENCY_BUCKETS_S if 0.01 <= b < 0.1) <= 10
+    assert 45 <= len(LATENCY_BUCKETS_S) <= 55  # each bound is one Prometheus series per label set
+
+
+@pytest.mark.parametrize("median_s", [60e-6, 400e-6, 0.02, 0.5])
+def test_p99_of_lognormal_latencies_within_ten_percent(median_s):
+    """From a student's tens of microseconds to a slow teacher, p99 is readable."""
+    rng = np.random.default_rng(7)
+    latencies = rng.lognormal(mean=math.log(median_s), sigma=0.5, size=20_000)
+    counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+    for lat in latencies:
+        counts[bisect.bisect_left(LATENCY_BUCKETS_S, lat)] += 1
+    for q in (0.5, 0.99):
+        exact = float(np.quantile(latencies, q))
+        assert abs(histogram_quantile(counts, q) - exact) / exact <= 0.10
 
 
 @pytest.mark.parametrize("q", [0.5, 0.9, 0.99])
@@ -76,7 +91,7 @@ def test_requests_errors_rows_by_variant_and_route():
 
 def test_latency_on_a_bound_lands_in_that_bucket():
     stats = WindowStats(clock=FakeClock())
-    stats.record_request("s", PRIMARY, 0.001, ok=True, rows=1)
+    stats.record_request("s", PRIMARY, LATENCY_BUCKETS_S[0], ok=True, rows=1)
     stats.record_request("s", PRIMARY, 99.0, ok=True, rows=1)
     counts = stats.snapshot()["variants"]["s"]["latency_counts"][PRIMARY]
     assert counts[0] == 1 and counts[-1] == 1
