@@ -86,7 +86,8 @@ def main(argv=None) -> None:
             t.start()
         time.sleep(2.0)  # warm up
         raw_path = tmp / "raw.txt"
-        subprocess.run(["py-spy", "record", "--pid", str(replica_pid()), "--duration", str(int(args.seconds)),
+        py_spy = str(pathlib.Path(sys.executable).with_name("py-spy"))  # the venv's, not PATH's
+        subprocess.run([py_spy, "record", "--pid", str(replica_pid()), "--duration", str(int(args.seconds)),
                         "--format", "raw", "--rate", "200", "--nonblocking", "-o", str(raw_path)],
                        check=True, capture_output=True)
         stop.set()
