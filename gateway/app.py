@@ -270,7 +270,7 @@ class Gateway:
         previous config stays. Variants that need a new deployment need a redeploy.
         """
         self._admin(request)
-        body = _json_object(await request.body())
+        body = _json_object(await self._body(request, self.runtime.config))
         config = self.runtime.config
         try:
             changes = self.runtime.apply(merge_overlay(config.model_dump(mode="json"), body), actor="admin-api")
@@ -288,7 +288,7 @@ class Gateway:
         self._admin(request)
         if self._rollout is not None:
             raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
-        body = _json_object(await request.body())
+        body = _json_object(await self._body(request, self.runtime.config))
         config = self.runtime.config
         try:
             new = admin.split_from_body(config, body)
@@ -312,7 +312,7 @@ class Gateway:
     async def rollout_command(self, request: Request, command: str) -> dict:
         """pause | resume | abort | promote | set_weight (body ``{"weight": w}``); 409 if not applicable."""
         self._admin(request)
-        body = await request.body()
+        body = await self._body(request, self.runtime.config)
         weight = _json_object(body).get("weight") if body else None
         return await self._rollout_call("command", command, "admin-api", weight)
 
