@@ -11,8 +11,15 @@ DEMO_ARGS ?=
 BENCH_OUT ?= runs/bench
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
+# `make image`: the serving image (Dockerfile) under the name the k8s overlays deploy.
+IMAGE ?= ghcr.io/kdgate/kdgate
+FLAVOR ?= cpu
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_REF := $(IMAGE):$(VERSION)$(if $(filter gpu,$(FLAVOR)),-gpu)
+# Tried in order; one counts only when `ENGINE info` works (a docker client without a daemon does not).
+CONTAINER_ENGINES ?= docker podman
 
-.PHONY: venv system-deps demo bench test test-fast clean help loadtest chaos
+.PHONY: venv system-deps demo bench test test-fast clean help loadtest chaos image image-tag
 
 help:
 	@echo "make demo       distil, serve, canary, promote, roll a bad student back (report in $(DEMO_OUT)/demo-report)"
@@ -20,6 +27,7 @@ help:
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  unit tests only (no Ray, no servers)"
 	@echo "make chaos      fault + fuzz tests, then a 10-minute soak (runs/chaos/soak.json)"
+	@echo "make image      build the serving image $(IMAGE):$(VERSION) (FLAVOR=gpu: the CUDA one, tag -gpu)"
 
 venv: $(STAMP)
 
@@ -64,6 +72,23 @@ loadtest: venv
 chaos: venv
 	$(PY) -m pytest tests/integration/gateway/test_gateway_faults.py tests/integration/gateway/test_gateway_fuzz.py -s $(PYTEST_ARGS)
 	$(PY) loadtests/soak.py --out runs/chaos/soak.json $(SOAK_ARGS)
+
+# The serving image, with docker or podman (BuildKit/buildah: the Dockerfile uses RUN --mount).
+image:
+	@case "$(FLAVOR)" in cpu|gpu) ;; *) echo "make image: FLAVOR must be cpu or gpu, got '$(FLAVOR)'" >&2; exit 2;; esac
+	@engine=""; for e in $(CONTAINER_ENGINES); do \
+	  if command -v "$$e" >/dev/null 2>&1 && "$$e" info >/dev/null 2>&1; then engine="$$e"; break; fi; \
+	done; \
+	if [ -z "$$engine" ]; then \
+	  echo "make image: no container engine: none of '$(CONTAINER_ENGINES)' is installed and running (docker needs its daemon)" >&2; \
+	  exit 1; \
+	fi; \
+	echo "$$engine build --target $(FLAVOR) -t $(IMAGE_REF) ."; \
+	DOCKER_BUILDKIT=1 "$$engine" build --target $(FLAVOR) -t $(IMAGE_REF) .
+
+# The name `make image` gives the image (the overlays' images: entries must match it).
+image-tag:
+	@echo $(IMAGE_REF)
 
 clean:
 	rm -rf runs .pytest_cache .kdgate-cache

@@ -24,6 +24,7 @@ from gateway.core.config import AdminConfig, GatewayConfig, merge_overlay
 from gateway.core.errors import (
     BadRequest, GatewayConfigError, InvalidInput, MalformedRequest, NotFound, Unauthorized,
 )
+from gateway.http.inference import read_body
 
 
 def configured_token(admin: AdminConfig) -> str | None:
@@ -100,7 +101,7 @@ class AdminEndpoints:
         previous config stays. Variants that need a new deployment need a redeploy.
         """
         self._check(request)
-        body = json_object(await request.body())
+        body = json_object(await read_body(request, self.runtime.config))
         config = self.runtime.config
         try:
             changes = self.runtime.apply(merge_overlay(config.model_dump(mode="json"), body), actor="admin-api")
@@ -118,7 +119,7 @@ class AdminEndpoints:
         self._check(request)
         if self.rollout_call is not None:
             raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
-        body = json_object(await request.body())
+        body = json_object(await read_body(request, self.runtime.config))
         config = self.runtime.config
         try:
             new = split_from_body(config, body)
@@ -142,7 +143,7 @@ class AdminEndpoints:
     async def rollout_command(self, request: Request, command: str) -> dict:
         """pause | resume | abort | promote | set_weight (body ``{"weight": w}``); 409 if not applicable."""
         self._check(request)
-        body = await request.body()
+        body = await read_body(request, self.runtime.config)
         weight = json_object(body).get("weight") if body else None
         return await self._rollout("command", command, "admin-api", weight)
 

@@ -3,8 +3,9 @@
 Ops edit one Serve config (``deployments/canary-5.yaml``: split, shadow, rollout policy);
 :func:`k8s_serve_config` rewrites what differs in a cluster: listen on all interfaces,
 models from the read-only models volume, capture/audit/rollout state on the state
-volume, the admin token from the mounted Secret, and (profile ``gpu``) the teacher on
-CUDA with one GPU. Every gateway config in the result is validated with the gateway's
+volume, the admin token from the mounted Secret, at least two autoscaled ``Gateway``
+replicas (one replica or node lost must not stop traffic), and (profile ``gpu``) the
+teacher on CUDA with one GPU. Every gateway config in the result is validated with the gateway's
 own model, so a bad edit fails here, before ``kubectl apply``.
 
 Example::
@@ -29,6 +30,12 @@ STATE_DIR = "/var/lib/kdgate"
 ADMIN_TOKEN_FILE = "/etc/kdgate/admin/token"
 PROFILES = ("cpu", "gpu")
 SERVE_PORT = 8000
+GATEWAY_DEPLOYMENT = "Gateway"
+# Two replicas so a lost replica or node never takes the ingress down; at most four: at
+# 0.5 CPU each they take half of the base cluster's 4 CPUs (head 2 + one cpu worker 2),
+# leaving the rest to the teacher. Serve's default target_ongoing_requests applies.
+GATEWAY_MIN_REPLICAS = 2
+GATEWAY_MAX_REPLICAS = 4
 
 
 def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str) -> dict:
@@ -43,6 +50,7 @@ def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str) -> d
     for app in document["applications"]:
         config = app["args"]["config"]
         _to_volumes(config, app["name"])
+        _gateway_replicas(app)
         if profile == "gpu":
             _teacher_on_gpu(app)
     for _, config in gateway_configs(document):
@@ -61,6 +69,24 @@ def _to_volumes(config: dict, app_name: str) -> None:
     config["admin"] = {"token_file": ADMIN_TOKEN_FILE}
     if config.get("rollout"):
         config["rollout"].update(state_path=f"{state}/rollout-state.sqlite", evidence_dir=f"{state}/evidence")
+
+
+def _gateway_replicas(app: dict) -> None:
+    """Autoscale the ingress with at least :data:`GATEWAY_MIN_REPLICAS` replicas.
+
+    A fixed ``num_replicas`` in the source becomes an autoscaling config (Serve takes one
+    or the other); an autoscaling config of the source keeps its other settings.
+    """
+    deployments = app.setdefault("deployments", [])
+    entry = next((d for d in deployments if d.get("name") == GATEWAY_DEPLOYMENT), None)
+    if entry is None:
+        entry = {"name": GATEWAY_DEPLOYMENT}
+        deployments.insert(0, entry)
+    entry.pop("num_replicas", None)
+    scaling = dict(entry.get("autoscaling_config") or {})
+    scaling["min_replicas"] = max(GATEWAY_MIN_REPLICAS, scaling.get("min_replicas", 0))
+    scaling["max_replicas"] = max(GATEWAY_MAX_REPLICAS, scaling.get("max_replicas", 0), scaling["min_replicas"])
+    entry["autoscaling_config"] = scaling
 
 
 def _teacher_on_gpu(app: dict) -> None:
@@ -84,7 +110,8 @@ def gateway_configs(document: Mapping[str, Any]) -> Iterator[tuple[str, dict]]:
         config = app.get("args", {}).get("config")
         if config is None:
             raise GatewayConfigError([(f"applications.{app.get('name')}.args.config", "missing")])
-        overlay = next((d.get("user_config") or {} for d in app.get("deployments", []) if d.get("name") == "Gateway"), {})
+        overlay = next((d.get("user_config") or {} for d in app.get("deployments", [])
+                        if d.get("name") == GATEWAY_DEPLOYMENT), {})
         yield app["name"], merge_overlay(config, overlay)
 
 

@@ -8,38 +8,20 @@ RayService's serveConfigV2 must parse into Ray Serve's schema and the gateway's 
 from __future__ import annotations
 
 import functools
-import pathlib
-import shutil
-import subprocess
 
 import jsonschema
 import pytest
 import yaml
+from k8s_fixtures import OVERLAYS, ROOT, of_kind, ray_pod_templates, render
 
 from gateway.core.errors import GatewayConfigError
 from kdgate.ops import generate
 from kdgate.ops.dashboards import build_dashboard
 from kdgate.ops.k8s import k8s_serve_config, parse_serve_config_v2
 
-ROOT = pathlib.Path(__file__).resolve().parents[3]
 CRDS = ROOT.parent / "shared" / "schemas" / "crds"
-OVERLAYS = ("cpu", "gpu")
 CORE_GROUPS = {"v1", "networking.k8s.io/v1", "apps/v1"}
 DASHBOARD_PORT = 8265
-
-
-@functools.lru_cache(maxsize=None)
-def render(overlay: str) -> tuple[dict, ...]:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed (kubectl kustomize renders the overlays)")
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
-
-
-def of_kind(objects, kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
 
 
 def _closed(schema: dict) -> dict:
@@ -132,11 +114,6 @@ def test_gpu_overlay_puts_the_teacher_on_a_gpu_worker():
     assert [g["groupName"] for g in cpu] == ["cpu"]
 
 
-def _ray_pods(rayservice: dict) -> list[dict]:
-    cluster = rayservice["spec"]["rayClusterConfig"]
-    return [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_nobody_reaches_the_ray_dashboard_from_outside(overlay):
     objects = render(overlay)
@@ -162,14 +139,14 @@ def test_pod_monitor_scrapes_every_ray_pod_and_the_volumes_are_mounted(overlay):
     wanted = monitor["spec"]["selector"]["matchLabels"]
     port = monitor["spec"]["podMetricsEndpoints"][0]["port"]
     claims = {p["metadata"]["name"] for p in of_kind(objects, "PersistentVolumeClaim")}
-    for pod in _ray_pods(of_kind(objects, "RayService")[0]):
+    for pod in ray_pod_templates(of_kind(objects, "RayService")[0]):
         assert wanted.items() <= pod["metadata"]["labels"].items()
         (container,) = pod["spec"]["containers"]
         assert port in {p["name"] for p in container["ports"]}
         volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
         assert {volumes[m]["persistentVolumeClaim"]["claimName"] for m in ("models", "state")} <= claims
         assert volumes["admin-token"]["secret"]["secretName"] == of_kind(objects, "Secret")[0]["metadata"]["name"]
-        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/models", "/var/lib/kdgate", "/etc/kdgate/admin"}
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/models", "/var/lib/kdgate", "/etc/kdgate/admin", "/tmp"}
 
 
 def test_dashboard_config_map_is_labelled_for_the_grafana_sidecar():
