@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import hmac
-import json
 import os
 import pathlib
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from gateway.core.config import AdminConfig, GatewayConfig, merge_overlay
 from gateway.core.errors import (
     BadRequest, GatewayConfigError, InvalidInput, MalformedRequest, NotFound, Unauthorized,
 )
+from gateway.http.api import load_json
 from gateway.http.inference import read_body
 
 
@@ -63,10 +63,7 @@ def split_from_body(config: GatewayConfig, body: object) -> GatewayConfig:
 
 def json_object(body: bytes) -> dict:
     """``body`` parsed as one JSON object (400 naming the problem otherwise)."""
-    try:
-        doc = json.loads(body)
-    except ValueError as err:
-        raise MalformedRequest(f"malformed JSON: {err}") from err
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise MalformedRequest("expected a JSON object")
     return doc

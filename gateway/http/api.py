@@ -55,10 +55,17 @@ def check_body_size(body: bytes, max_body_bytes: int) -> None:
         )
 
 
-def _load_json(raw: bytes) -> object:
+def load_json(raw: bytes) -> object:
+    """``raw`` as JSON; every way it can fail is a 400 naming the problem (never a 500).
+
+    ``ValueError`` covers malformed JSON, bad UTF-8 and integers over Python's 4300-digit
+    limit; ``RecursionError`` a pathologically deep nesting (``[[[[...``).
+    """
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError as err:
+        raise MalformedRequest("malformed JSON: nested too deeply") from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise MalformedRequest(f"malformed JSON: {err}") from err
 
 
@@ -77,7 +84,7 @@ def _header_length(value: str | None, body_len: int) -> int | None:
 def parse_v2_request(body: bytes, *, header_length: str | None, spec: TensorSpec) -> V2Request:
     """Parse a V2 ``/infer`` body (JSON, or JSON header + binary tensors) into a batch."""
     length = _header_length(header_length, len(body))
-    head = _load_json(body[:length] if length else body)
+    head = load_json(body[:length] if length else body)
     if not isinstance(head, dict) or not isinstance(head.get("inputs"), list):
         raise MalformedRequest("V2 request must be a JSON object with an 'inputs' list")
     inputs = head["inputs"]
@@ -101,7 +108,7 @@ def parse_v2_request(body: bytes, *, header_length: str | None, spec: TensorSpec
 
 
 def _shape(raw: object) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and d >= 0 for d in raw):
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise InvalidInput(f"wrong shape: 'shape' must be a list of non-negative integers, got {raw!r}")
     return tuple(raw)
 
@@ -164,19 +171,34 @@ def validate_batch(x: np.ndarray, spec: TensorSpec) -> None:
         raise InvalidInput("input holds NaN or Inf; send finite numbers only")
 
 
-def _wants_binary(head: dict) -> bool:
+def _object(value: object, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedRequest(f"'{where}' must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _outputs(head: dict) -> list:
     outputs = head.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        raise MalformedRequest(f"'outputs' must be a list, got {type(outputs).__name__}")
+    return outputs or []
+
+
+def _wants_binary(head: dict) -> bool:
+    outputs = _outputs(head)
     if outputs:
-        params = (outputs[0] or {}).get("parameters") or {}
+        params = _object(_object(outputs[0], "outputs[0]").get("parameters"), "outputs[0].parameters")
         return bool(params.get("binary_data", False))
-    return bool((head.get("parameters") or {}).get("binary_data_output", False))
+    return bool(_object(head.get("parameters"), "parameters").get("binary_data_output", False))
 
 
 def _requested_output(head: dict) -> str:
-    outputs = head.get("outputs")
+    outputs = _outputs(head)
     if not outputs:
         return OUTPUT_NAME
-    name = (outputs[0] or {}).get("name")
+    name = _object(outputs[0], "outputs[0]").get("name")
     if len(outputs) != 1 or name != OUTPUT_NAME:
         raise InvalidInput(f"unknown output {name!r}; the model's only output is {OUTPUT_NAME!r}")
     return name
@@ -202,7 +224,7 @@ def encode_v2_response(
 
 def parse_v1_request(body: bytes, *, spec: TensorSpec) -> np.ndarray:
     """Parse ``{"instances": [...]}`` (each instance one row) into a float32 batch."""
-    doc = _load_json(body)
+    doc = load_json(body)
     if not isinstance(doc, dict) or "instances" not in doc:
         raise MalformedRequest('V1 request must be a JSON object {"instances": [...]}')
     instances = doc["instances"]
