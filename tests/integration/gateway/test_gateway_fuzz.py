@@ -78,3 +78,59 @@ def test_the_admin_token_never_appears_in_any_log(fuzz_gateway, tmp_path_factory
     assert len(files) > 10
     leaks = [str(p) for p in files if ADMIN_TOKEN.encode() in p.read_bytes() or wrong.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def _raw_bodies(n: int) -> list[bytes]:
+    """Arbitrary bytes, truncated and pathological JSON, huge numbers (seeded: the same every run)."""
+    import json
+    import random
+
+    rng = random.Random(7)
+    tensor = {"name": "input", "shape": [1, 40], "datatype": "FP32", "data": [0.1] * 40}
+    seeds = [json.dumps({"inputs": [tensor]}).encode(), json.dumps({"instances": [[0.1] * 40]}).encode(),
+             json.dumps({"weights": {"teacher": 100}}).encode(), b"[" * 50_000, b'{"instances": [[' + b"9" * 5000 + b"]]}",
+             b'{"instances": [[1e999]]}', b"\xff\xfe\xfd", b"\xef\xbb\xbf{}", b"", b"null", b"{" * 3 + b"}"]
+    bodies = list(seeds)
+    while len(bodies) < n:
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(body) + 1)
+            roll = rng.random()
+            if roll < 0.3 and body:
+                del body[at % len(body)]
+            elif roll < 0.6:
+                body[at:at] = bytes([rng.randrange(256)])
+            elif roll < 0.8:
+                body = body[:at]
+            else:
+                body[at:at] = rng.choice([b"NaN", b"-", b"1e308", b'"', b"[", b"}", b"\x00", b"\\u0000"])
+        bodies.append(bytes(body))
+    return bodies
+
+
+CONTENT_TYPES = ["application/json", "application/json; charset=utf-16", "text/plain", "application/octet-stream",
+                 "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", ""]
+
+
+def test_raw_bodies_never_get_a_server_error(fuzz_gateway):
+    """Raw, broken bodies with odd content types and encodings on every body route: 0 x 5xx, still serving."""
+    routes = [("POST", "/v2/models/mnist1d/infer"), ("POST", "/v1/models/mnist1d:predict"),
+              ("PUT", "/admin/config"), ("PUT", "/admin/split"), ("POST", "/admin/rollout/set_weight")]
+    bodies = _raw_bodies(240)
+    server_errors, cases = [], 0
+    with httpx.Client(timeout=30) as client:
+        for i, body in enumerate(bodies):
+            method, path = routes[i % len(routes)]
+            headers = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": CONTENT_TYPES[i % len(CONTENT_TYPES)]}
+            if i % 11 == 0:
+                headers["content-encoding"] = "gzip"  # a body that is not gzip at all
+            if i % 13 == 0:
+                headers["inference-header-content-length"] = str((i * 7919) % (len(body) + 3) - 1)
+            content = iter([body[: len(body) // 2], body[len(body) // 2:]]) if i % 5 == 0 else body  # chunked
+            response = client.request(method, f"{fuzz_gateway}{path}", content=content, headers=headers)
+            cases += 1
+            if response.status_code >= 500:
+                server_errors.append((method, path, response.status_code, body[:80], response.text[:200]))
+    print(f"raw-body fuzz: {cases} cases over {len(routes)} routes, {len(server_errors)} x 5xx")
+    assert server_errors == []
+    assert httpx.get(f"{fuzz_gateway}/v2/health/ready", timeout=10).status_code == 200
