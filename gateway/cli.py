@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
+import sys
 import time
+import traceback
 from typing import Optional
 
 import typer
@@ -60,18 +63,76 @@ def serve(
     except (OSError, yaml.YAMLError, GatewayConfigError) as err:
         typer.echo(f"kdgate serve: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err
-    _start_ray(num_cpus=num_cpus, metrics_port=metrics_port, fast=not default_modes)
-    _deploy(document, host=host, port=port)
-    typer.echo(f"kdgate: serving on http://{host}:{port}  (metrics: http://127.0.0.1:{metrics_port}/metrics)")
+    _refuse_taken_ports({"--port": port, "--metrics-port": metrics_port, **_haproxy_ports(not default_modes)}, host)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
+    code = 0
     try:
+        _start_ray(num_cpus=num_cpus, metrics_port=metrics_port, fast=not default_modes)
+        _deploy(document, host=host, port=port)
+        typer.echo(f"kdgate: serving on http://{host}:{port}  (metrics: http://127.0.0.1:{metrics_port}/metrics)")
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         typer.echo("kdgate: stopping")
+    except Exception:  # noqa: BLE001 -- reported, then the same bounded stop as Ctrl-C
+        traceback.print_exc()
+        code = 1
     finally:
-        from ray import serve as ray_serve
+        _stop(STOP_BUDGET_S)
+        typer.echo("kdgate: stopped")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Ray's atexit hooks would wait on the processes just ended (seen: 6+ s more); nothing is left to flush.
+        os._exit(code)
 
-        ray_serve.shutdown()
+
+STOP_BUDGET_S = 4.0  # Serve's own shutdown waits up to 30 s for its controller; an operator will not
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _haproxy_ports(fast: bool) -> dict[str, int]:
+    """The ports Serve's HAProxy ingress binds (fast mode): a crashed run's HAProxy may still hold them."""
+    if not fast:
+        return {}
+    return {"RAY_SERVE_HAPROXY_METRICS_PORT": int(os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")),
+            "RAY_SERVE_HAPROXY_STATS_PORT": int(os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"))}
+
+
+def _refuse_taken_ports(ports: dict[str, int], host: str) -> None:
+    """One line naming the port and its holder, before any Ray start (exit 2)."""
+    from gateway.serve.local import port_holder
+
+    for option, number in ports.items():
+        holder = port_holder(number, host if option == "--port" else "127.0.0.1")
+        if holder is not None:
+            typer.echo(f"kdgate serve: port {number} ({option}) is in use by {holder}; stop it or choose "
+                       f"another port", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _stop(budget_s: float) -> None:
+    """Serve, then Ray, each bounded; whatever still runs after that is terminated, then killed."""
+    import threading
+
+    def shutdown() -> None:
+        try:
+            from ray import serve as ray_serve
+            import ray
+
+            ray_serve.shutdown()
+            ray.shutdown()
+        except Exception as err:  # noqa: BLE001 -- stopping must go on whatever Ray says
+            typer.echo(f"kdgate: shutdown: {type(err).__name__}: {err}", err=True)
+
+    worker = threading.Thread(target=shutdown, daemon=True)
+    worker.start()
+    worker.join(budget_s)
+    from gateway.serve.local import stop_descendants
+
+    stop_descendants(grace_s=1.0)
 
 
 def _start_ray(*, num_cpus: int | None, metrics_port: int, fast: bool) -> None:
@@ -82,7 +143,8 @@ def _start_ray(*, num_cpus: int | None, metrics_port: int, fast: bool) -> None:
     cwd = os.getcwd()
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [cwd, os.environ.get("PYTHONPATH")])),
            "KDGATE_HOME": os.environ.get("KDGATE_HOME", cwd)}
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port,
+    os.environ.pop("RAY_ADDRESS", None)  # always its own Ray: never attach to a `ray start` cluster here
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port,
              runtime_env={"env_vars": env})
 
 

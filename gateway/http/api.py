@@ -115,7 +115,7 @@ def _shape(raw: object) -> tuple[int, ...]:
 
 def _v2_tensor_data(tensor: dict, shape: tuple[int, ...], binary: bytes) -> np.ndarray:
     count = math.prod(shape)
-    params = tensor.get("parameters") or {}
+    params = _object(tensor.get("parameters"), "inputs[0].parameters")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
         if size != len(binary) or size != count * 4:

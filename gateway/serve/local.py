@@ -30,6 +30,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
+    """None when ``host:port`` can be bound now; else who holds it, e.g. ``"haproxy (pid 1234)"``."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return None
+        except OSError:
+            pass
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"
+
+
+def stop_descendants(grace_s: float = 2.0) -> list[str]:
+    """Terminate what this process started and still runs (Ray, HAProxy), then kill the stubborn."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return [f"{c.pid}" for c in alive]
+
+
 def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     """Poll ``/v2/health/ready`` until 200; raise when ``proc`` (the gateway) died or the time is up."""
     import httpx

@@ -1,0 +1,74 @@
+"""`kdgate serve` starts and stops like a service: SIGINT -> exit within 10 s, nothing left
+running; a taken port is named with its holder before Ray starts."""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import yaml
+from gateway_support import gateway_config, wait_ready
+
+from gateway.serve.local import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+KDGATE = str(pathlib.Path(sys.executable).with_name("kdgate"))
+
+
+def _command(config_path, port: int) -> list[str]:
+    return [KDGATE, "serve", str(config_path), "--port", str(port), "--metrics-port", str(free_port()), "--num-cpus", "2"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+               RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def test_sigint_stops_within_10_s_and_leaves_nothing(onnx_models, tmp_path):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(gateway_config(onnx_models, tmp_path)))
+    port = free_port()
+    proc = subprocess.Popen(_command(path, port), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", timeout_s=180, proc=proc)
+        except RuntimeError as err:
+            raise AssertionError(proc.stdout.read().decode()[-3000:]) from err
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        names = sorted({p.name() for p in descendants})
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        stop_s = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    left = [f"{p.name()}[{p.pid}]" for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    print(f"kdgate serve stopped {stop_s:.1f} s after SIGINT; it had run {len(descendants)} processes ({names})")
+    assert stop_s <= 10.0, proc.stdout.read().decode()[-2000:]
+    assert left == []
+
+
+def test_a_taken_port_is_named_with_its_holder_before_ray_starts(onnx_models, tmp_path):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(gateway_config(onnx_models, tmp_path)))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(_command(path, port), env=_env(), capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert f"port {port} (--port) is in use by" in lines[-1] and f"pid {os.getpid()}" in lines[-1], result.stderr
+    assert time.monotonic() - started < 20  # no Ray start before the check
