@@ -65,7 +65,8 @@ def stop_descendants(grace_s: float = 2.0) -> list[str]:
             child.kill()
         except psutil.NoSuchProcess:
             pass
-    return [f"{c.pid}" for c in alive]
+    _, still = psutil.wait_procs(alive, timeout=grace_s)
+    return [f"{c.pid}" for c in still]
 
 
 def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:

@@ -11,6 +11,9 @@ import sysconfig
 
 import numpy as np
 import pytest
+# Load Serve's constants before LocalServe turns the fast modes on (they are read at import): the
+# test driver's own handles then keep their router in a separate loop and work from sync code.
+import ray.serve  # noqa: F401,E402
 
 from gateway.serve.local import LocalServe, free_port
 from manifest_support import write_manifest_file
