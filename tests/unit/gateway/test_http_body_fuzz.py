@@ -57,13 +57,13 @@ FIELDS = st.fixed_dictionaries({}, optional={"name": JSON | st.just("input"), "s
                                              "parameters": JSON | st.just({"binary_data_size": 16})})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_are_4xx(body):
     _only_bad_requests(body)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(tensor=FIELDS, extra=st.dictionaries(st.sampled_from(["id", "outputs", "parameters"]), JSON, max_size=3),
        instances=JSON, cut=st.integers(min_value=0, max_value=400))
 def test_json_shaped_bodies_and_their_truncations_are_4xx(tensor, extra, instances, cut):
