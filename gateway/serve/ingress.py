@@ -36,11 +36,11 @@ from gateway.observers import Observers
 from gateway.request_context import start_request
 from gateway.runtime import GatewayRuntime
 from gateway.serve.metrics import GatewayMetrics
+from gateway.serve.model import DEFAULT_REPLICA_CPUS
 from gateway.serve.rollout_host import RolloutSync
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
 RETRY_AFTER_S = 1  # a 503 tells clients when to retry (a backend may come back any moment)
 
 

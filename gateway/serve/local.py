@@ -53,20 +53,15 @@ def stop_descendants(grace_s: float = 2.0) -> list[str]:
     """Terminate what this process started and still runs (Ray, HAProxy), then kill the stubborn."""
     import psutil
 
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        try:
-            child.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(children, timeout=grace_s)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _, still = psutil.wait_procs(alive, timeout=grace_s)
-    return [f"{c.pid}" for c in still]
+    alive = psutil.Process().children(recursive=True)
+    for stop in (psutil.Process.terminate, psutil.Process.kill):
+        for child in alive:
+            try:
+                stop(child)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    return [f"{c.pid}" for c in alive]
 
 
 def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
