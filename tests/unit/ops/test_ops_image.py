@@ -125,7 +125,11 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context():
 
 
 def _make(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=60)
+    # A clean make environment: under `make test` the inherited MAKELEVEL/MAKEFLAGS turn
+    # "make: ***" into "make[1]: ***" and add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "-s", "--no-print-directory", "-C", str(ROOT), *args], capture_output=True,
+                          text=True, timeout=60, env=env)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -160,7 +164,7 @@ def test_make_image_says_so_when_no_engine_runs(tmp_path):
     client_without_daemon, log = _engine(tmp_path, "docker", running=False)
     out = _make("image", f"CONTAINER_ENGINES={client_without_daemon} {tmp_path / 'podman-absent'}")
     assert out.returncode != 0
-    (message,) = [line for line in out.stderr.splitlines() if not line.startswith("make: ***")]
+    (message,) = [line for line in out.stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]
     assert "no container engine" in message
     assert not log.exists()
 
