@@ -171,7 +171,9 @@ def _window_stats(config: GatewayConfig) -> WindowStats:
             except ManifestError as err:
                 log.warning("%s; input drift bins off", err)
                 continue
-            return WindowStats(input_edges=manifest.input_edges)
+            # A fixed class count: teacher and student class vectors always line up, even when
+            # one of them has not (yet) predicted the highest class in a window.
+            return WindowStats(input_edges=manifest.input_edges, n_classes=manifest.n_classes)
     return WindowStats()
 
 

@@ -138,8 +138,12 @@ def output_drift_gate(obs: Observations, gate: OutputDriftGate, min_samples: int
     """Student vs teacher predicted-class shares: fails when PSI > max and chi-square p < alpha."""
     student = list(obs.class_counts.get(obs.student, ()))
     teacher = list(obs.class_counts.get(obs.teacher, ()))
+    # Counts grow with the largest class seen: a class one variant never predicted counts 0.
+    n_classes = max(len(student), len(teacher))
+    student += [0] * (n_classes - len(student))
+    teacher += [0] * (n_classes - len(teacher))
     have = min(sum(student), sum(teacher))
-    if have < min_samples or len(student) != len(teacher):
+    if have < min_samples or n_classes < 2:
         return _no_data("output_drift", gate.max_psi, have, min_samples, "predictions per variant")
     value = psi(teacher, student)
     stat, p_value = chi_square_two_sample(student, teacher)

@@ -176,7 +176,9 @@ def test_a_killed_rollout_controller_comes_back_with_its_status_and_the_split_un
         while _rollout(url)["weight"] < 50 and time.monotonic() < deadline:
             time.sleep(0.5)
         held = _rollout(url)
-        assert (held["phase"], held["weight"]) == ("Progressing", 50.0), held["reason"]
+        assert (held["phase"], held["weight"]) == ("Progressing", 50.0), "\n".join(
+            [f"{held['reason']} (verdict {held['last_verdict']}, error {held['last_error']!r})",
+             *(f"{g['name']} {g['status']}: {g['detail']}" for g in held["last_gates"])])
         wait_for_student_weight(url, 50.0)          # the gateway replica has synced the step
         first_restart_s = _kill_controller_and_wait(app, url, split_seen)
         restored = _rollout(url)

@@ -135,7 +135,9 @@ def test_input_drift_rolls_the_student_back_within_two_intervals_without_failing
         serve.delete("drift")
     status = history["status"]
     gates = [(g["name"], g["status"], g["detail"]) for g in status["last_gates"]]
-    assert status["phase"] == "RolledBack", (status["phase"], status["reason"], gates, len(sent), failures[:3])
+    assert status["phase"] == "RolledBack", "\n".join(
+        [f"{status['phase']}: {status['reason']} (verdict {status['last_verdict']}, error {status['last_error']!r})",
+         *map(str, gates), f"{len(sent)} sent, failures {failures[:3]}"])
     assert split["student"] == 0.0
     assert "input_drift" in status["reason"], status["reason"]
     failed_checks = [c for c in history["checks"] if c["at"] >= drift_at

@@ -73,6 +73,17 @@ def test_output_drift_needs_both_material_and_significant_shift():
     assert not gates.output_drift_gate(small, OutputDriftGate(max_psi=0.2, alpha=0.01), 200).passed
 
 
+def test_output_drift_judges_class_vectors_of_different_lengths():
+    # A student that never predicted the highest class in a window has a shorter count vector
+    # (the lists grow with the largest class seen); that must not leave the gate without data.
+    obs = make_obs()
+    teacher = list(obs.class_counts["teacher"])
+    student = list(obs.class_counts["student"])[:-1]
+    short = obs.__class__(**{**obs.__dict__, "class_counts": {"teacher": teacher, "student": student}})
+    result = gates.output_drift_gate(short, OutputDriftGate(), 200)
+    assert result.status is not GateStatus.NO_DATA, result.detail
+
+
 def test_input_drift_names_the_worst_features():
     result = gates.input_drift_gate(make_obs(input_shift=0.2), RolloutSpec().gates.input_drift, 200)
     assert result.status is GateStatus.FAILED and "feature 0" in result.detail
