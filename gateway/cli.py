@@ -26,7 +26,7 @@ from typing import Optional
 
 import typer
 
-from gateway.serve.local import FAST_MODE_ENV
+from gateway.serve import service
 
 EXIT_BAD_INPUT = 2
 
@@ -63,12 +63,12 @@ def serve(
     except (OSError, yaml.YAMLError, GatewayConfigError) as err:
         typer.echo(f"kdgate serve: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err
-    _refuse_taken_ports({"--port": port, "--metrics-port": metrics_port, **_haproxy_ports(not default_modes)}, host)
+    _refuse_taken_ports({"--port": port, "--metrics-port": metrics_port, **service.haproxy_ports(not default_modes)}, host)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
     code = 0
     try:
-        _start_ray(num_cpus=num_cpus, metrics_port=metrics_port, fast=not default_modes)
-        _deploy(document, host=host, port=port)
+        service.start_ray(num_cpus=num_cpus, metrics_port=metrics_port, fast=not default_modes)
+        service.deploy_document(document, host=host, port=port)
         typer.echo(f"kdgate: serving on http://{host}:{port}  (metrics: http://127.0.0.1:{metrics_port}/metrics)")
         while True:
             time.sleep(1)
@@ -78,7 +78,7 @@ def serve(
         traceback.print_exc()
         code = 1
     finally:
-        _stop(STOP_BUDGET_S)
+        service.stop(STOP_BUDGET_S)
         typer.echo("kdgate: stopped")
         sys.stdout.flush()
         sys.stderr.flush()
@@ -93,14 +93,6 @@ def _interrupt(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
-def _haproxy_ports(fast: bool) -> dict[str, int]:
-    """The ports Serve's HAProxy ingress binds (fast mode): a crashed run's HAProxy may still hold them."""
-    if not fast:
-        return {}
-    return {"RAY_SERVE_HAPROXY_METRICS_PORT": int(os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")),
-            "RAY_SERVE_HAPROXY_STATS_PORT": int(os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"))}
-
-
 def _refuse_taken_ports(ports: dict[str, int], host: str) -> None:
     """One line naming the port and its holder, before any Ray start (exit 2)."""
     from gateway.serve.local import port_holder
@@ -111,59 +103,6 @@ def _refuse_taken_ports(ports: dict[str, int], host: str) -> None:
             typer.echo(f"kdgate serve: port {number} ({option}) is in use by {holder}; stop it or choose "
                        f"another port", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def _stop(budget_s: float) -> None:
-    """Serve, then Ray, each bounded; whatever still runs after that is terminated, then killed."""
-    import threading
-
-    def shutdown() -> None:
-        try:
-            from ray import serve as ray_serve
-            import ray
-
-            ray_serve.shutdown()
-            ray.shutdown()
-        except Exception as err:  # noqa: BLE001 -- stopping must go on whatever Ray says
-            typer.echo(f"kdgate: shutdown: {type(err).__name__}: {err}", err=True)
-
-    worker = threading.Thread(target=shutdown, daemon=True)
-    worker.start()
-    worker.join(budget_s)
-    from gateway.serve.local import stop_descendants
-
-    stop_descendants(grace_s=1.0)
-
-
-def _start_ray(*, num_cpus: int | None, metrics_port: int, fast: bool) -> None:
-    import ray
-
-    for name in FAST_MODE_ENV:
-        os.environ.setdefault(name, "1" if fast else "0")
-    cwd = os.getcwd()
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [cwd, os.environ.get("PYTHONPATH")])),
-           "KDGATE_HOME": os.environ.get("KDGATE_HOME", cwd)}
-    os.environ.pop("RAY_ADDRESS", None)  # always its own Ray: never attach to a `ray start` cluster here
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _metrics_export_port=metrics_port,
-             runtime_env={"env_vars": env})
-
-
-def _deploy(document: dict, *, host: str, port: int) -> None:
-    from ray import serve as ray_serve
-
-    if "applications" in document:
-        from ray.serve.context import _get_global_client
-        from ray.serve.schema import ServeDeploySchema
-
-        http = document.setdefault("http_options", {})
-        http.update(host=host, port=port)  # the command line wins over the file
-        ray_serve.start(http_options=http)
-        _get_global_client().deploy_apps(ServeDeploySchema.model_validate(document), _blocking=True)
-        return
-    from gateway.serve.app import build_app
-
-    ray_serve.start(http_options={"host": host, "port": port})
-    ray_serve.run(build_app({"config": document}), name="kdgate", route_prefix="/")
 
 
 @capture_app.command("export")
