@@ -127,8 +127,9 @@ def latency_gate(obs: Observations, gate: LatencyGate, min_samples: int) -> Gate
 def error_rate_gate(obs: Observations, gate: ErrorRateGate, min_samples: int) -> GateResult:
     """Student failures / student requests (live and shadow) <= ``max_rate``."""
     n = obs.requests.get(obs.student, 0)
-    if n < min_samples:
-        return _no_data("error_rate", gate.max_rate, n, min_samples, "student requests")
+    need = min(min_samples, gate.min_requests)  # min_samples counts rows; a request may carry many
+    if n < need:
+        return _no_data("error_rate", gate.max_rate, n, need, "student requests")
     rate = obs.error_rate(obs.student)
     detail = f"{int(obs.errors.get(obs.student, 0))} errors in {int(n)} student requests"
     return _judge("error_rate", rate, gate.max_rate, rate <= gate.max_rate, detail)

@@ -75,6 +75,10 @@ class ErrorRateGate(BaseModel):
     model_config = _forbid_extra()
     enabled: bool = Field(True, description="Check this gate.")
     max_rate: float = Field(0.01, ge=0, lt=1, description="Student error rate must be <= this.")
+    min_requests: int = Field(
+        50, ge=1, description="Student requests needed before the rate is judged (at most the rollout's "
+        "min_samples, which counts rows: one request may carry many rows)."
+    )
 
 
 class OutputDriftGate(BaseModel):

@@ -10,7 +10,7 @@ from rollout_fixtures import HEALTHY, make_obs
 from gateway.rollout.core import drift, gates
 from gateway.rollout.core.gates import CheckVerdict, GateResult, GateStatus
 from gateway.rollout.core.observations import LatencyHistogram
-from gateway.rollout.core.spec import LatencyGate, OutputDriftGate, RolloutSpec
+from gateway.rollout.core.spec import ErrorRateGate, LatencyGate, OutputDriftGate, RolloutSpec
 
 
 def test_wilson_interval_matches_newcombe_1998():
@@ -82,6 +82,18 @@ def test_output_drift_judges_class_vectors_of_different_lengths():
     short = obs.__class__(**{**obs.__dict__, "class_counts": {"teacher": teacher, "student": student}})
     result = gates.output_drift_gate(short, OutputDriftGate(), 200)
     assert result.status is not GateStatus.NO_DATA, result.detail
+
+
+def test_error_rate_counts_requests_not_rows():
+    # 162 requests of 32 rows each: 5184 rows passed every row-counting gate, and the error-rate
+    # gate waited for 240 *requests* (min_samples) forever on a loaded machine.
+    obs = make_obs(n=5184)
+    batched = obs.__class__(**{**obs.__dict__, "requests": {"teacher": 162, "student": 162},
+                               "errors": {"teacher": 0, "student": 0}})
+    assert gates.error_rate_gate(batched, ErrorRateGate(), 240).passed
+    few = obs.__class__(**{**obs.__dict__, "requests": {"teacher": 20, "student": 20}})
+    assert gates.error_rate_gate(few, ErrorRateGate(), 240).status is GateStatus.NO_DATA
+    assert gates.error_rate_gate(few, ErrorRateGate(min_requests=10), 240).status is not GateStatus.NO_DATA
 
 
 def test_input_drift_names_the_worst_features():
