@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 # Share given to an empty bin so PSI stays finite (a common choice in credit-risk practice).
 PSI_EPSILON = 1e-4
@@ -161,8 +161,8 @@ def chi_square_vs_reference(reference_fractions: Sequence[float], live_counts: S
     groups = merge_sparse_bins(fractions, n, min_expected)
     if len(groups) < 2 or n <= 0:
         return 0.0, 0, 1.0
-    p = np.array([fractions[g].sum() for g in groups])
-    o = np.array([live[g].sum() for g in groups])
+    starts = [g[0] for g in groups]
+    p, o = np.add.reduceat(fractions, starts), np.add.reduceat(live, starts)
     if reference_rows is None:
         stat = float(np.sum((o - n * p) ** 2 / (n * p)))
     else:
@@ -170,4 +170,4 @@ def chi_square_vs_reference(reference_fractions: Sequence[float], live_counts: S
         r = big_n * p
         stat = float(np.sum((big_n * o - n * r) ** 2 / (o + r)) / (n * big_n))
     dof = len(groups) - 1
-    return stat, dof, float(stats.chi2.sf(stat, dof))
+    return stat, dof, float(special.chdtrc(dof, stat))  # chi2.sf, without rv_continuous's overhead

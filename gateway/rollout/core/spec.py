@@ -97,7 +97,7 @@ class InputDriftGate(BaseModel):
     A feature has drifted when its chi-square test against the reference bins is
     significant after a Bonferroni correction over all features and its PSI exceeds
     ``max_psi``; the gate fails when any feature has drifted. ``family_alpha`` bounds the
-    chance that a check of healthy traffic fails (docs/rollout.md, loadtests/bench_drift_false_alarms.py).
+    chance that a check of healthy traffic fails (docs/rollout-gates.md, loadtests/bench_drift_false_alarms.py).
     """
 
     model_config = _forbid_extra()
