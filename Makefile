@@ -19,11 +19,12 @@ IMAGE_REF := $(IMAGE):$(VERSION)$(if $(filter gpu,$(FLAVOR)),-gpu)
 # Tried in order; one counts only when `ENGINE info` works (a docker client without a daemon does not).
 CONTAINER_ENGINES ?= docker podman
 
-.PHONY: venv system-deps demo bench test test-fast clean help loadtest chaos image image-tag
+.PHONY: venv system-deps demo bench bench-drift test test-fast clean help loadtest chaos image image-tag
 
 help:
 	@echo "make demo       distil, serve, canary, promote, roll a bad student back (report in $(DEMO_OUT)/demo-report)"
 	@echo "make bench      side-by-side benchmarks (runs/bench/bench.md)"
+	@echo "make bench-drift  input-drift gate: false rollbacks on healthy traffic, detection of a shift"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  unit tests only (no Ray, no servers)"
 	@echo "make chaos      fault + fuzz tests, then a 10-minute soak (runs/chaos/soak.json)"
@@ -53,6 +54,12 @@ demo: venv
 # runs/bench/bench.json + bench.md. BENCH_ARGS=--default-modes measures Ray Serve's default proxy.
 bench: venv
 	$(PY) loadtests/bench_all.py --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# The input-drift gate on MNIST-1D (docs/rollout-gates.md): false alarms and false rollbacks
+# over 2000 healthy windows per size, detection of +0.5 std on a quarter of the features.
+bench-drift: venv
+	@mkdir -p $(BENCH_OUT)
+	$(PY) loadtests/bench_drift_false_alarms.py --out $(BENCH_OUT)/drift.json
 
 # pytest exits 5 when it collected nothing; that is not a failure of the suite.
 test: venv system-deps

@@ -279,13 +279,15 @@ def _quantile_reference(values: np.ndarray, n_bins: int) -> dict:
     edges = np.quantile(values, quantiles, axis=0).T  # [F, n_bins - 1]
     fractions = [np.bincount(np.digitize(values[:, f], edges[f]), minlength=n_bins) / len(values)
                  for f in range(values.shape[1])]
-    return {"edges": edges.astype(float).tolist(), "fractions": [f.astype(float).tolist() for f in fractions]}
+    return {"edges": edges.astype(float).tolist(), "fractions": [f.astype(float).tolist() for f in fractions],
+            "rows": int(len(values))}
 
 
 def reference_stats(x_train: np.ndarray, teacher_test_logits: np.ndarray | None, n_bins: int = 10,
                     task: str = "classification") -> dict:
-    """``manifest["reference"]``: per-feature decile bins of the training inputs and the
-    teacher's predicted-class shares, the baseline the gateway's drift checks compare to.
+    """``manifest["reference"]``: per-feature decile bins of the training inputs (and the
+    row count behind them) and the teacher's predicted-class shares, the baseline the
+    gateway's drift checks compare to.
 
     Live values are binned with ``numpy.digitize(x, edges)`` (the same call used here),
     so the shares are comparable bin by bin (PSI).

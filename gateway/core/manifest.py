@@ -51,6 +51,8 @@ class InputReference(_Open):
 
     edges: list[list[float]] = Field(description="F lists of interior quantile edges.")
     fractions: list[list[float]] = Field(description="F lists: share of training rows per bin.")
+    rows: int | None = Field(None, ge=1, description="Training rows behind the fractions (the drift test's "
+                             "reference sample size; None in manifests written before it was recorded).")
 
 
 class Reference(_Open):

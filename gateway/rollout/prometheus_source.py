@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from gateway.core.errors import GatewayError
-from gateway.rollout.core.observations import LatencyHistogram, Observations, Window
+from gateway.rollout.core.observations import LatencyHistogram, Observations, Window, input_reference
 from gateway.rollout.core.spec import PrometheusSpec
 
 # Metric families the gateway exports (name after Ray's "ray_" prefix).
@@ -97,9 +97,7 @@ class PrometheusSource:
                  reference: Mapping[str, Any] | None = None, usd_per_hour: Mapping[str, float] | None = None,
                  client: httpx.Client | None = None):
         self.spec, self.model, self.teacher, self.student = spec, model, teacher, student
-        ref = (reference or {}).get("reference", reference or {})
-        fractions = ref.get("inputs", {}).get("fractions")
-        self.input_reference = [list(map(float, f)) for f in fractions] if fractions else None
+        self.input_reference, self.input_reference_rows = input_reference(reference)
         self.usd_per_hour = dict(usd_per_hour or {})
         self.client = client or httpx.Client(timeout=spec.timeout_s)
 
@@ -157,7 +155,7 @@ class PrometheusSource:
             latency=histograms_from_buckets(results["latency"]),
             class_counts=_indexed_counts(results["predictions"], "variant", "class"),
             input_bins=_input_bins(results["input_bins"]),
-            input_reference=self.input_reference,
+            input_reference=self.input_reference, input_reference_rows=self.input_reference_rows,
         )
 
 

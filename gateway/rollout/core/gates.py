@@ -17,7 +17,9 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.rollout.core.drift import chi_square_two_sample, psi, psi_per_feature, wilson_lower_bound
+from gateway.rollout.core.drift import (
+    chi_square_two_sample, chi_square_vs_reference, psi, psi_per_feature, wilson_lower_bound,
+)
 from gateway.core.stats import PRIMARY, SHADOW  # the routes the request path publishes
 from gateway.rollout.core.observations import Observations
 from gateway.rollout.core.spec import (
@@ -154,17 +156,30 @@ def output_drift_gate(obs: Observations, gate: OutputDriftGate, min_samples: int
 
 
 def input_drift_gate(obs: Observations, gate: InputDriftGate, min_samples: int) -> GateResult:
-    """Worst per-feature PSI of live inputs vs the manifest reference <= ``max_psi``."""
+    """Live inputs vs the manifest reference, per feature, with a controlled false-alarm rate.
+
+    A feature has drifted when its chi-square test against the reference
+    (:func:`chi_square_vs_reference`) is significant after a Bonferroni correction over
+    all features (p < ``family_alpha`` / features) *and* its PSI exceeds ``max_psi``: the
+    first keeps the chance of a false alarm per check below ``family_alpha`` however many
+    features there are, the second ignores shifts too small to matter on large windows.
+    The gate fails when at least one feature has drifted; ``value`` is the worst PSI.
+    """
     if obs.input_reference is None:
         return GateResult("input_drift", GateStatus.NO_DATA, None, gate.max_psi, "no reference statistics")
     if obs.input_rows < min_samples:
         return _no_data("input_drift", gate.max_psi, obs.input_rows, min_samples, "input rows")
     per_feature = psi_per_feature(obs.input_reference, obs.input_bins)
-    ranked = sorted(((v, f) for f, v in enumerate(per_feature) if v is not None), reverse=True)
-    worst = ", ".join(f"feature {f}: {v:.3f}" for v, f in ranked[: gate.report_worst])
-    value = ranked[0][0]
-    detail = f"worst PSI on {int(obs.input_rows)} rows: {worst}"
-    return _judge("input_drift", value, gate.max_psi, value <= gate.max_psi, detail)
+    judged = [(v, f, chi_square_vs_reference(obs.input_reference[f], obs.input_bins[f],
+                                             obs.input_reference_rows, gate.min_expected)[2])
+              for f, v in enumerate(per_feature) if v is not None]
+    per_test_alpha = gate.family_alpha / max(1, len(judged))
+    drifted = [f for v, f, p in judged if p < per_test_alpha and v > gate.max_psi]
+    ranked = sorted(judged, reverse=True)
+    worst = ", ".join(f"feature {f}: {v:.3f} (p={p:.2g})" for v, f, p in ranked[: gate.report_worst])
+    detail = (f"worst PSI on {int(obs.input_rows)} rows: {worst}; {len(drifted)} of {len(judged)} features "
+              f"drifted (chi-square p < {gate.family_alpha:g}/{len(judged)} and PSI > {gate.max_psi:g})")
+    return _judge("input_drift", ranked[0][0], gate.max_psi, not drifted, detail)
 
 
 def cost_gate(obs: Observations, gate: CostGate) -> GateResult:

@@ -112,7 +112,8 @@ class Observations:
     ``latency`` is variant -> route (``primary``/``shadow``) -> histogram;
     ``class_counts`` is variant -> predicted-class counts; ``input_bins`` is features x bins
     of live inputs binned with the manifest's reference edges, ``input_reference`` the
-    manifest's reference fractions (same shape).
+    manifest's reference fractions (same shape) and ``input_reference_rows`` the training
+    rows behind them (None: unknown, the fractions are taken as exact).
     """
 
     window: Window
@@ -129,6 +130,7 @@ class Observations:
     class_counts: Mapping[str, Sequence[float]] = field(default_factory=dict)
     input_bins: Sequence[Sequence[float]] = ()
     input_reference: Sequence[Sequence[float]] | None = None
+    input_reference_rows: float | None = None
 
     @property
     def agreement_rate(self) -> float | None:
@@ -202,7 +204,8 @@ class Observations:
                 for v, routes in self.latency.items()}
         out = {n: v for n, v in self._additive().items() if n != "latency"}
         return {"window": dataclasses.asdict(self.window), "teacher": self.teacher, "student": self.student,
-                **out, "latency": hist, "input_reference": self.input_reference}
+                **out, "latency": hist, "input_reference": self.input_reference,
+                "input_reference_rows": self.input_reference_rows}
 
 
 class ObservationSource(Protocol):
@@ -241,8 +244,7 @@ def from_window_snapshot(snapshot: Mapping[str, Any], reference: Mapping[str, An
     Subtract two readings (:meth:`Observations.minus`) to get a window.
     """
     teacher, student = _pair(snapshot, teacher, student)
-    ref = (reference or {}).get("reference", reference or {})
-    fractions = ref.get("inputs", {}).get("fractions")
+    fractions, rows = input_reference(reference)
     variants = snapshot.get("variants", {})
     pair = snapshot.get("comparisons", {}).get(teacher, {}).get(student, {})
     prices = usd_per_hour or {}
@@ -261,8 +263,21 @@ def from_window_snapshot(snapshot: Mapping[str, Any], reference: Mapping[str, An
         latency={v: _route_histograms(e, snapshot.get("latency_upper_bounds_s", ())) for v, e in variants.items()},
         class_counts={v: list(e.get("class_counts", [])) for v, e in variants.items()},
         input_bins=tuple(tuple(row) for row in bins),
-        input_reference=[list(map(float, f)) for f in fractions] if fractions else None,
+        input_reference=fractions, input_reference_rows=rows,
     )
+
+
+def input_reference(reference: Mapping[str, Any] | None) -> tuple[list[list[float]] | None, float | None]:
+    """``(fractions, rows)`` of a manifest's (or its ``reference`` section's) input reference.
+
+    >>> input_reference({"reference": {"inputs": {"fractions": [[0.5, 0.5]], "rows": 10}}})
+    ([[0.5, 0.5]], 10.0)
+    """
+    ref = (reference or {}).get("reference", reference or {})
+    inputs = ref.get("inputs") or {}
+    fractions, rows = inputs.get("fractions"), inputs.get("rows")
+    return ([list(map(float, f)) for f in fractions] if fractions else None,
+            float(rows) if fractions and rows else None)
 
 
 class _ReplicaHistory:
@@ -312,7 +327,8 @@ class EmbeddedSource:
         taken = self._snapshots()
         per_replica = {"local": taken} if "variants" in taken else dict(taken)
         total = empty_observations(window, self._convert["teacher"], self._convert["student"])
-        total = dataclasses.replace(total, input_reference=self._reference())
+        fractions, rows = input_reference(self._convert["reference"])
+        total = dataclasses.replace(total, input_reference=fractions, input_reference_rows=rows)
         for key, snapshot in per_replica.items():
             current = from_window_snapshot(snapshot, at=window.end, **self._convert)
             history = self._replicas.get(key)
@@ -323,9 +339,6 @@ class EmbeddedSource:
             if observed is not None:
                 total = total.plus(dataclasses.replace(observed, window=window))
         return total
-
-    def _reference(self) -> list[list[float]] | None:
-        return from_window_snapshot({}, **self._convert).input_reference
 
 
 class ReplicaSnapshots:

@@ -96,11 +96,27 @@ class OutputDriftGate(BaseModel):
 
 
 class InputDriftGate(BaseModel):
-    """Live inputs vs the training reference in the student's manifest.json (PSI per feature)."""
+    """Live inputs vs the training reference in the student's manifest.json, per feature.
+
+    A feature has drifted when its chi-square test against the reference bins is
+    significant after a Bonferroni correction over all features and its PSI exceeds
+    ``max_psi``; the gate fails when any feature has drifted. ``family_alpha`` bounds the
+    chance that a check of healthy traffic fails (docs/rollout-gates.md, loadtests/bench_drift_false_alarms.py).
+    """
 
     model_config = _forbid_extra()
     enabled: bool = Field(True, description="Check this gate (needs the manifest's reference).")
-    max_psi: float = Field(0.25, gt=0, description="The worst feature's PSI must be <= this.")
+    max_psi: float = Field(
+        0.1, gt=0, description="Effect-size floor: a feature counts as drifted only when its PSI exceeds this."
+    )
+    family_alpha: float = Field(
+        1e-3, gt=0, lt=1,
+        description="Chance that a check of healthy traffic flags any feature (each feature's chi-square "
+                    "p-value must be below family_alpha / features).",
+    )
+    min_expected: float = Field(
+        5.0, gt=0, description="Adjacent reference bins are merged until each expects at least this many live rows."
+    )
     report_worst: int = Field(3, ge=1, description="How many of the worst features to name.")
 
 
