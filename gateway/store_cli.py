@@ -25,17 +25,19 @@ def publish_command(
     uri: str = typer.Argument(..., help="Destination: s3://bucket/prefix, gs://..., or a local folder."),
 ) -> None:
     """Upload an artifact folder (manifest verified first, written last) and print what was written."""
+    publish_or_exit(folder, uri)
+
+
+def publish_or_exit(folder: pathlib.Path, uri: str) -> None:
+    """Publish ``folder`` to ``uri`` and print each file; a failure exits 2 (bad folder) or 1."""
     from gateway.core.errors import ManifestError
     from gateway.model_store import ModelStoreError, publish
 
     try:
         written = publish(folder, uri)
-    except ManifestError as err:
+    except (ManifestError, ModelStoreError) as err:
         typer.echo(f"kdgate publish: {err}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from err
-    except ModelStoreError as err:
-        typer.echo(f"kdgate publish: {err}", err=True)
-        raise typer.Exit(EXIT_FAILED) from err
+        raise typer.Exit(EXIT_BAD_INPUT if isinstance(err, ManifestError) else EXIT_FAILED) from err
     for target in written:
         typer.echo(f"wrote {target}")
     typer.echo(f"published {len(written)} files; set model_path/manifest_path to {uri.rstrip('/')}/<file>")
