@@ -23,7 +23,9 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import pathlib
 import tempfile
 import threading
@@ -33,12 +35,15 @@ from collections import Counter
 from gateway.core.errors import GatewayConfigError, GatewayError, ManifestError
 from gateway.core.manifest import Manifest, read_manifest
 
+log = logging.getLogger(__name__)
+
 CACHE_ENV = "KDGATE_MODEL_CACHE"
 MANIFEST_NAME = "manifest.json"
 # Downloads done by this process, per URI (tests count cache hits with it).
 downloads: Counter[str] = Counter()
 _manifests: dict[str, str] = {}
 _lock = threading.Lock()
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelStoreError(GatewayError):
@@ -122,10 +127,12 @@ def _expected_sha256(variant) -> str:
     manifest = read_manifest(local_manifest(source))
     name = _basename(variant.model_path)
     for entry in manifest.models.values():
-        if entry.file == name and entry.sha256:
-            return entry.sha256
-        if entry.int8_file == name and entry.int8_sha256:
-            return entry.int8_sha256
+        for file, digest in ((entry.file, entry.sha256), (entry.int8_file, entry.int8_sha256)):
+            if file == name and digest:
+                # It names a cache folder: only a real hex digest may (no '../' from a manifest).
+                if not _SHA256.fullmatch(digest):
+                    raise ManifestError(f"manifest {source}: sha256 of {name} is not 64 hex digits: {digest!r}")
+                return digest
     raise ManifestError(f"manifest {source} records no sha256 for {name}; a remote model is served only verified")
 
 
@@ -212,8 +219,15 @@ def _check_models(src: pathlib.Path, manifest: Manifest) -> None:
 def with_local_manifests(config):
     """``config`` with each remote ``manifest_path`` replaced by its cached local copy.
 
-    For readers that take a path (the rollout controller's drift reference); raises
-    :class:`ManifestError` when a manifest cannot be fetched.
+    For readers that take a path (the rollout controller's drift reference). A manifest
+    that cannot be fetched keeps its URI and is logged: the reader then reports it as it
+    reports an unreadable local manifest (its input drift gate has no data).
     """
-    variants = [v.model_copy(update={"manifest_path": local_manifest(v.manifest_path)}) for v in config.variants]
+    variants = []
+    for v in config.variants:
+        try:
+            variants.append(v.model_copy(update={"manifest_path": local_manifest(v.manifest_path)}))
+        except ManifestError as err:
+            log.warning("%s", err)
+            variants.append(v)
     return config.model_copy(update={"variants": variants})

@@ -119,3 +119,32 @@ def test_distill_out_uri_publishes_the_folder_it_wrote(tmp_path, remote):
     local = tmp_path / "local-out"
     _run_to(str(local), run)
     assert seen[1] == local and (local / "manifest.json").exists()
+
+
+def test_rollout_readers_get_local_manifests_and_keep_an_unreachable_uri(tmp_path, remote):
+    from gateway.core.config import load_gateway_config
+
+    model_store.publish(_folder(tmp_path / "art"), remote)
+    config = load_gateway_config({
+        "model_name": "m", "routing": {"weights": {"teacher": 100}},
+        "variants": [{"name": "teacher", "role": "teacher", "backend": "onnx", "model_path": "/m/t.onnx",
+                      "manifest_path": f"{remote}-absent/manifest.json"},
+                     {"name": "student", "role": "student", "backend": "onnx", "model_path": f"{remote}/student.onnx",
+                      "manifest_path": f"{remote}/manifest.json"}]})
+    local = model_store.with_local_manifests(config)
+    assert local.teacher.manifest_path == f"{remote}-absent/manifest.json"
+    manifest = pathlib.Path(local.variant("student").manifest_path)
+    assert manifest.is_file() and json.loads(manifest.read_text())["models"]["student"]["sha256"] == _sha(STUDENT)
+    assert config.variant("student").manifest_path == f"{remote}/manifest.json"  # the config itself is unchanged
+
+
+def test_a_manifest_hash_that_is_not_a_digest_is_refused(tmp_path, remote):
+    folder = _folder(tmp_path / "art")
+    document = json.loads((folder / "manifest.json").read_text())
+    document["models"]["teacher"]["sha256"] = "../../escape"
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"{remote}/manifest.json".removeprefix("memory://"), json.dumps(document).encode())
+    fs.pipe(f"{remote}/teacher.onnx".removeprefix("memory://"), TEACHER)
+    with pytest.raises(GatewayConfigError, match=r"sha256 of teacher.onnx is not 64 hex digits: '../../escape'"):
+        model_store.model_file(_variant(f"{remote}/teacher.onnx", role="teacher", name="teacher"))
+    assert not (tmp_path / "escape").exists()
