@@ -166,3 +166,30 @@ def test_a_missing_object_is_a_config_error_naming_it(s3, onnx_models, tmp_path,
     monkeypatch.setenv(model_store.CACHE_ENV, str(tmp_path / "cache"))
     with pytest.raises(GatewayConfigError, match=r"manifest s3://kdgate-models/absent/v1/manifest.json unreadable"):
         _runtime(onnx_models).apply(_s3_config(onnx_models, tmp_path, "absent/v1"), actor="test")
+
+
+def test_http_uris_and_a_local_publish_target(artifact_dir, onnx_models, tmp_path, monkeypatch):
+    """`kdgate publish` to a folder, served by a plain HTTP server: model_path https?:// works the same."""
+    import functools
+    import http.server
+    import threading
+
+    monkeypatch.setenv(model_store.CACHE_ENV, str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    _publish(artifact_dir, str(site / "v1"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        variant = VariantConfig(name="teacher", role="teacher", backend="onnx", device="cpu",
+                                model_path=f"{base}/teacher.onnx")
+        x = onnx_models["x"][:3]
+        np.testing.assert_allclose(build_backend(variant).infer(x), onnx_reference(onnx_models["teacher"], x),
+                                   rtol=1e-6)
+        assert model_store.downloads[f"{base}/teacher.onnx"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
