@@ -195,6 +195,8 @@ def publish(src: str | pathlib.Path, dest: str) -> list[str]:
     for file in files:
         relative = file.relative_to(src).as_posix()
         try:
+            if "file" in fs.protocol:  # object stores have no folders; a local target needs them
+                fs.makedirs(f"{root}/{relative}".rsplit("/", 1)[0], exist_ok=True)
             fs.put_file(str(file), f"{root}/{relative}")
         except Exception as err:  # botocore / aiohttp / OSError, by backend
             raise ModelStoreError(f"cannot write {dest}/{relative}: {type(err).__name__}: {err}") from err

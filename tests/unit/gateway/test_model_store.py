@@ -95,6 +95,12 @@ def test_missing_backends_and_objects_are_named(remote):
         model_store.model_file(_variant(f"{remote}/student.onnx"))
 
 
+def test_publish_to_a_local_folder_creates_its_subfolders(tmp_path):
+    written = model_store.publish(_folder(tmp_path / "art"), str(tmp_path / "out" / "v1"))
+    assert len(written) == 5 and written[-1] == str(tmp_path / "out" / "v1" / "manifest.json")
+    assert (tmp_path / "out" / "v1" / "triton" / "kdgate-student" / "1" / "model.onnx").read_bytes() == STUDENT
+
+
 def test_publish_checks_the_folder_first(tmp_path, remote):
     folder = _folder(tmp_path / "art")
     (folder / "student.onnx").write_bytes(b"other")
