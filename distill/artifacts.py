@@ -113,7 +113,7 @@ def int8_variant(student_path: Path, ds: Dataset, out_dir: Path) -> dict:
     path = ex.quantize_int8(student_path, out_dir / "student.int8.onnx")
     result = measure_onnx(path, ds)
     result.pop("outputs")
-    return {**result, "file": path.name}
+    return {**result, "file": path.name, "sha256": ex.sha256_file(path)}
 
 
 def write_triton(out_dir: Path, ds: Dataset, config: DistillConfig, variants: dict) -> None:
@@ -216,7 +216,7 @@ def run_manifest(config: DistillConfig, ds: Dataset, soft, report: dict) -> dict
                           "params": teacher.get("params"), "source": teacher["source"],
                           "identity": teacher["identity"]}}
     if student.get("int8"):
-        models["student"]["int8_file"] = student["int8"]["file"]
+        models["student"].update(int8_file=student["int8"]["file"], int8_sha256=student["int8"]["sha256"])
     manifest = {
         "task": ds.task,
         "input": {"name": ex.INPUT_NAME, "dtype": "float32", "shape": [-1, *ds.feature_shape]},

@@ -1,4 +1,4 @@
-"""`kdgate distill CONFIG.yaml [--out DIR]` and `kdgate distill --schema`.
+"""`kdgate distill CONFIG.yaml [--out DIR|URI]` and `kdgate distill --schema`.
 
 The config is validated before anything is trained; a bad one exits with code 2 and one
 line per problem naming the field. Heavy imports (torch, onnxruntime) stay inside the
@@ -6,6 +6,7 @@ command so `kdgate --help` is instant.
 
 Example:
     $ kdgate distill distill/configs/mnist1d.yaml --out runs/demo
+    $ kdgate distill distill/configs/mnist1d.yaml --out s3://models/kdgate/v7   # then `kdgate publish`ed
     $ kdgate distill --schema > distill-config.schema.json
 """
 from __future__ import annotations
@@ -80,7 +81,8 @@ def summary_table(report: dict):
 
 def distill_command(
     config: Optional[Path] = typer.Argument(None, help="The distill config (YAML).", show_default=False),
-    out: Path = typer.Option(Path("runs/distill"), "--out", "-o", help="Output folder for report and artifacts."),
+    out: str = typer.Option("runs/distill", "--out", "-o", help="Output folder for report and artifacts, or an "
+                            "s3://, gs:// URI: written to a temporary folder, then published there."),
     schema: bool = typer.Option(False, "--schema", help="Print the config's JSON Schema and exit."),
 ) -> None:
     """Distil a student from a teacher: sweep, evaluate, export ONNX/INT8/Triton and report."""
@@ -101,7 +103,23 @@ def distill_command(
     except ConfigError as err:
         err_console.out(f"error: {err}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from err
-    _run(settings, out, err_console, (DataError, TeacherError, ConfigError), DistillError)
+    _run_to(out, lambda folder: _run(settings, folder, err_console, (DataError, TeacherError, ConfigError),
+                                     DistillError))
+
+
+def _run_to(out: str, run: Callable[[Path], None]) -> None:
+    """``run(folder)`` into ``out``; a URI ``out`` gets a temporary folder, published afterwards."""
+    import tempfile
+
+    from gateway.model_store import is_remote
+    from gateway.store_cli import publish_or_exit
+
+    if not is_remote(out):
+        run(Path(out))
+        return
+    with tempfile.TemporaryDirectory(prefix="kdgate-distill-") as folder:
+        run(Path(folder))
+        publish_or_exit(Path(folder), out)
 
 
 def _run(settings, out: Path, err_console, bad_input: tuple, failure: type) -> None:

@@ -232,6 +232,8 @@ def build_backend(variant) -> Backend:
 
 
 def _required_path(variant) -> str:
+    from gateway.model_store import model_file  # noqa: PLC0415
+
     if not variant.model_path:
         raise BackendError(f"variant {variant.name!r}: backend {variant.backend} needs model_path")
-    return variant.model_path
+    return model_file(variant)  # a URI: fetched once per replica, verified against the manifest

@@ -22,6 +22,7 @@ from gateway.capture import CaptureStore
 from gateway.core.config import GatewayConfig
 from gateway.core.errors import ManifestError
 from gateway.core.manifest import read_manifest
+from gateway.model_store import local_manifest
 from gateway.core.stats import PRIMARY, WindowStats, cost_per_inference
 from gateway.serve.metrics import GatewayMetrics
 
@@ -167,7 +168,7 @@ def _window_stats(config: GatewayConfig) -> WindowStats:
     for v in config.variants:
         if v.manifest_path:
             try:
-                manifest = read_manifest(v.manifest_path)
+                manifest = read_manifest(local_manifest(v.manifest_path))
             except ManifestError as err:
                 log.warning("%s; input drift bins off", err)
                 continue

@@ -30,6 +30,7 @@ from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError
 from gateway.core.manifest import read_manifest
 from gateway.core.routing import choose_variant, should_sample
 from gateway.core.stats import PRIMARY, SHADOW
+from gateway.model_store import local_manifest, model_file
 from gateway.request_context import add_model_time, after_response
 from gateway.shadow import ShadowQueue
 
@@ -127,7 +128,8 @@ class GatewayRuntime:
                 continue
             before = old_variants.get(v.name)
             same = before and (before.model_path, before.device) == (v.model_path, v.device)
-            local[v.name] = current[v.name] if same and v.name in current else OnnxBackend(v.model_path, device=v.device)
+            # model_file: a remote model is fetched once and verified (a mismatch refuses the config)
+            local[v.name] = current[v.name] if same and v.name in current else OnnxBackend(model_file(v), device=v.device)
         return local
 
     # ----- request path --------------------------------------------------------------
@@ -260,7 +262,7 @@ def _io_shapes(config: GatewayConfig, local: Mapping[str, OnnxBackend]) -> dict:
     for v in config.variants:
         if v.manifest_path:
             try:
-                manifest = read_manifest(v.manifest_path)
+                manifest = read_manifest(local_manifest(v.manifest_path))
             except ManifestError as err:
                 log.warning("%s; input shape not checked", err)
                 continue

@@ -9,6 +9,7 @@ import typer
 
 from distill.cli import register as _register_distill
 from gateway.cli import register as _register_gateway
+from gateway.store_cli import register as _register_store
 from kdgate.ops.cli import register as _register_ops
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ def _main() -> None:
 
 _register_distill(app)
 _register_gateway(app)
+_register_store(app)
 _register_ops(app)
 
 

@@ -57,13 +57,15 @@ def verdict(summary: dict) -> str | None:
 
 
 def missing_models(config: pathlib.Path) -> list[str]:
-    """Model files a gateway config (or Ray Serve config) names that do not exist."""
+    """Model files a gateway config (or Ray Serve config) names that do not exist (URIs: the replicas fetch them)."""
     import yaml
+
+    from gateway.model_store import is_remote
 
     document = yaml.safe_load(config.read_text())
     configs = [a["args"]["config"] for a in document["applications"]] if "applications" in document else [document]
     paths = [v.get(key) for c in configs for v in c["variants"] for key in ("model_path", "manifest_path")]
-    return [p for p in paths if p and not pathlib.Path(p).exists()]
+    return [p for p in paths if p and not is_remote(p) and not pathlib.Path(p).exists()]
 
 
 def _start_gateway(config: pathlib.Path, log: pathlib.Path) -> tuple[subprocess.Popen, str]:

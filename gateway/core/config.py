@@ -75,8 +75,12 @@ class VariantConfig(_Strict):
     backend: Literal["onnx", "triton", "torch"] = Field(
         description="onnx: ONNX Runtime in the replica; triton: remote Triton server; torch: TorchScript file."
     )
-    model_path: str | None = Field(None, description="Model file (.onnx or TorchScript .pt); onnx/torch only.")
-    manifest_path: str | None = Field(None, description="manifest.json written by `kdgate distill` (drift reference).")
+    model_path: str | None = Field(
+        None, description="Model file (.onnx or TorchScript .pt), a path or an s3://, gs://, http(s):// URI "
+                          "(fetched once per replica, verified against the manifest's sha256); onnx/torch only.")
+    manifest_path: str | None = Field(
+        None, description="manifest.json written by `kdgate distill` (drift reference), a path or a URI; "
+                          "for a URI model_path, default: the manifest.json beside it.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is present.")
     colocated: bool = Field(False, description="Serve this onnx student in-process in the ingress replica (no hop).")
     triton: TritonTarget | None = Field(None, description="Triton target; required when backend is triton.")

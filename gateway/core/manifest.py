@@ -42,7 +42,9 @@ class ModelEntry(_Open):
     """A model file of the artifact folder and its lineage."""
 
     file: str | None = Field(None, description="File name inside the artifact folder.")
-    sha256: str | None = Field(None, description="sha256 of the file (verified before serving).")
+    sha256: str | None = Field(None, description="sha256 of the file (a model fetched from a URI must match it).")
+    int8_file: str | None = Field(None, description="INT8 quantization of the model, inside the artifact folder.")
+    int8_sha256: str | None = Field(None, description="sha256 of int8_file.")
     params: int | None = Field(None, description="Parameter count.")
 
 

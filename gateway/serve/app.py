@@ -24,6 +24,7 @@ from ray import serve
 
 from gateway.core.config import load_gateway_config
 from gateway.core.errors import GatewayConfigError
+from gateway.model_store import is_remote
 from gateway.serve.ingress import Gateway
 from gateway.serve.model import ModelDeployment
 from gateway.serve.rollout_host import RolloutHost
@@ -42,7 +43,7 @@ def _absolute_paths(data: dict) -> dict:
     base = pathlib.Path(os.environ.get("KDGATE_HOME") or os.getcwd())
     for v in data["variants"]:
         for key in ("model_path", "manifest_path"):
-            if v.get(key) and not pathlib.Path(v[key]).is_absolute():
+            if v.get(key) and not is_remote(v[key]) and not pathlib.Path(v[key]).is_absolute():
                 v[key] = str(base / v[key])
     for section, key in (("capture", "dir"), (None, "audit_log")):
         holder = data[section] if section else data
@@ -53,7 +54,7 @@ def _absolute_paths(data: dict) -> dict:
 
 def _backend_fields(variant: dict) -> dict:
     """Only what the model deployment needs, so a weight change does not restart it."""
-    keep = ("name", "role", "backend", "model_path", "device", "triton", "timeout_s")
+    keep = ("name", "role", "backend", "model_path", "manifest_path", "device", "triton", "timeout_s")
     return {k: variant[k] for k in keep}
 
 

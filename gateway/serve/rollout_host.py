@@ -34,10 +34,12 @@ class RolloutHost:
     def __init__(self, gateway_config: dict):
         from gateway.core.config import load_gateway_config
         from gateway.rollout.controller import RolloutController
+        from gateway.model_store import with_local_manifests
         from gateway.rollout.notify import WebhookNotifier
         from gateway.serve.rollout_metrics import ServeRolloutMetrics
 
-        config = load_gateway_config(gateway_config)
+        # The controller reads the student's manifest from a path: fetch a remote one first.
+        config = with_local_manifests(load_gateway_config(gateway_config))
         spec = config.rollout
         notify = WebhookNotifier(spec.webhook_url, spec.webhook_timeout_s) if spec.webhook_url else None
         self.controller = RolloutController(

@@ -63,13 +63,16 @@ def push(
 def generate(
     check: bool = typer.Option(False, "--check", help="Only report stale files (exit 1 when any)."),
     root: pathlib.Path = typer.Option(pathlib.Path("."), "--root", help="Repository root."),
+    models_uri: Optional[str] = typer.Option(
+        None, "--models-uri", help="Where `kdgate publish` wrote the models (s3://bucket/prefix): the cluster "
+                                   "fetches them from there instead of the models volume."),
 ) -> None:
     """Write the generated dashboard, PrometheusRule and k8s serveConfigV2 files."""
     from gateway.core.errors import GatewayConfigError
     from kdgate.ops import generate as gen
 
     try:
-        paths = gen.check(root) if check else gen.write(root)
+        paths = gen.check(root, models_uri) if check else gen.write(root, models_uri)
     except (OSError, GatewayConfigError) as err:
         typer.echo(f"kdgate ops generate: {err}", err=True)
         raise typer.Exit(EXIT_FAILED) from err

@@ -55,14 +55,14 @@ def _dashboard_configmap(dashboard: dict) -> dict:
             "data": {"kdgate.json": json.dumps(dashboard, sort_keys=True)}}
 
 
-def _serve_config_patch(root: pathlib.Path, profile: str) -> dict:
-    serve_config = k8s_serve_config(root / SOURCE, profile=profile)
+def _serve_config_patch(root: pathlib.Path, profile: str, models_uri: str | None) -> dict:
+    serve_config = k8s_serve_config(root / SOURCE, profile=profile, models_uri=models_uri)
     return {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": RAYSERVICE_NAME},
             "spec": {"serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False)}}
 
 
-def generated_files(root: pathlib.Path) -> dict[str, str]:
-    """``{relative path: content}`` of every generated file."""
+def generated_files(root: pathlib.Path, models_uri: str | None = None) -> dict[str, str]:
+    """``{relative path: content}`` of every generated file (``models_uri``: see ``k8s_serve_config``)."""
     dashboard = build_dashboard()
     files = {
         DASHBOARD_JSON: json.dumps(dashboard, indent=2) + "\n",
@@ -70,24 +70,24 @@ def generated_files(root: pathlib.Path) -> dict[str, str]:
         PROMETHEUS_RULE: _header("kdgate/ops/alerts.py") + _yaml(prometheus_rule(AlertThresholds())),
     }
     for profile in PROFILES:
-        files[serve_config_patch_path(profile)] = _header(SOURCE) + _yaml(_serve_config_patch(root, profile))
+        files[serve_config_patch_path(profile)] = _header(SOURCE) + _yaml(_serve_config_patch(root, profile, models_uri))
     return files
 
 
-def check(root: pathlib.Path) -> list[str]:
+def check(root: pathlib.Path, models_uri: str | None = None) -> list[str]:
     """Generated files that are missing or differ from what the code generates now."""
     stale = []
-    for path, content in generated_files(root).items():
+    for path, content in generated_files(root, models_uri).items():
         target = root / path
         if not target.exists() or target.read_text() != content:
             stale.append(path)
     return stale
 
 
-def write(root: pathlib.Path) -> list[str]:
+def write(root: pathlib.Path, models_uri: str | None = None) -> list[str]:
     """Write every generated file; return the paths that changed."""
-    changed = check(root)
-    for path, content in generated_files(root).items():
+    changed = check(root, models_uri)
+    for path, content in generated_files(root, models_uri).items():
         if path in changed:
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             (root / path).write_text(content)

@@ -2,7 +2,8 @@
 
 Ops edit one Serve config (``deployments/canary-5.yaml``: split, shadow, rollout policy);
 :func:`k8s_serve_config` rewrites what differs in a cluster: listen on all interfaces,
-models from the read-only models volume, capture/audit/rollout state on the state
+models from the read-only models volume or a ``--models-uri`` (object storage, see
+docs/artifacts.md), capture/audit/rollout state on the state
 volume, the admin token from the mounted Secret, at least two autoscaled ``Gateway``
 replicas (one replica or node lost must not stop traffic), and (profile ``gpu``) the
 teacher on CUDA with one GPU. Every gateway config in the result is validated with the gateway's
@@ -24,6 +25,7 @@ import yaml
 
 from gateway.core.config import GatewayConfig, load_gateway_config, merge_overlay
 from gateway.core.errors import GatewayConfigError
+from gateway.model_store import is_remote
 
 MODELS_DIR = "/models"
 STATE_DIR = "/var/lib/kdgate"
@@ -38,8 +40,14 @@ GATEWAY_MIN_REPLICAS = 2
 GATEWAY_MAX_REPLICAS = 4
 
 
-def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str) -> dict:
-    """The Serve config of ``deployments_file`` rewritten for the cluster (see the module docstring)."""
+def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str, models_uri: str | None = None) -> dict:
+    """The Serve config of ``deployments_file`` rewritten for the cluster (see the module docstring).
+
+    ``models_uri`` (e.g. ``s3://bucket/kdgate/v7``, where ``kdgate publish`` wrote the
+    artifact folder) replaces the models volume: each model and manifest path becomes
+    ``<models_uri>/<file name>``, fetched and verified by every replica. Paths that are
+    already URIs in the source stay as they are.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     document = yaml.safe_load(pathlib.Path(deployments_file).read_text())
@@ -49,7 +57,7 @@ def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str) -> d
     document["http_options"] = {"host": "0.0.0.0", "port": SERVE_PORT}
     for app in document["applications"]:
         config = app["args"]["config"]
-        _to_volumes(config, app["name"])
+        _to_volumes(config, app["name"], models_uri)
         _gateway_replicas(app)
         if profile == "gpu":
             _teacher_on_gpu(app)
@@ -58,11 +66,12 @@ def k8s_serve_config(deployments_file: str | pathlib.Path, *, profile: str) -> d
     return document
 
 
-def _to_volumes(config: dict, app_name: str) -> None:
+def _to_volumes(config: dict, app_name: str, models_uri: str | None) -> None:
+    models = models_uri.rstrip("/") if models_uri else MODELS_DIR
     for variant in config["variants"]:
         for key in ("model_path", "manifest_path"):
-            if variant.get(key):
-                variant[key] = f"{MODELS_DIR}/{pathlib.PurePosixPath(variant[key]).name}"
+            if variant.get(key) and not is_remote(variant[key]):
+                variant[key] = f"{models}/{pathlib.PurePosixPath(variant[key]).name}"
     state = f"{STATE_DIR}/{app_name}"
     config.setdefault("capture", {})["dir"] = f"{state}/capture"
     config["audit_log"] = f"{state}/audit.jsonl"

@@ -12,6 +12,7 @@ import yaml
 
 from distill.config import load_config
 from distill.errors import TeacherError
+from distill.export import sha256_file
 from distill.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -52,6 +53,9 @@ def test_pipeline_writes_every_artifact_and_reuses_the_cache(tmp_path):
     assert manifest["models"]["teacher"]["source"] == "trained"
     assert manifest["dataset"]["sha256"] == report["dataset"]["sha256"]
     assert len(manifest["reference"]["inputs"]["edges"]) == 40
+    for role, file, key in (("student", "student.onnx", "sha256"), ("student", "student.int8.onnx", "int8_sha256"),
+                            ("teacher", "teacher.onnx", "sha256")):  # what a gateway verifies a fetched model with
+        assert manifest["models"][role][key] == sha256_file(out / file), file
 
     second = run_pipeline(config, tmp_path / "run2")
     assert second["soft_label_cache"]["hit"] is True
