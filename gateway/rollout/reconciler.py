@@ -225,7 +225,8 @@ class RolloutReconciler:
                       "reason": new.reason, **(event or {})}
             self._safely("event", lambda: self.store.append_event(now, detail.pop("kind", "phase"), detail), now)
         if new.phase is RolloutPhase.ROLLED_BACK and (old is None or old.phase is not RolloutPhase.ROLLED_BACK):
-            self.metrics.record_rollback(",".join(g.name for g in new.failing) or "unknown")
+            guard = "guard:" if old is not None and old.phase is RolloutPhase.GUARDING else ""
+            self.metrics.record_rollback(guard + (",".join(g.name for g in new.failing) or "unknown"))
         self.metrics.record_status(new)
         self._safely("persist", lambda: self.store.save(self._status), now)
 
