@@ -114,7 +114,7 @@ def test_drift_after_promotion_makes_the_guard_roll_back_within_two_windows(serv
     assert "input_drift" in status["reason"], status["reason"]
     assert split == {"teacher": 100.0, "v1": 0.0, "v2": 0.0}
     # The teacher answered the guard's share of v1's live traffic in shadow (not all of it).
-    observed = [c["observations"] for c in before]
+    observed = [c["observations"] for c in after]
     compared, rows = sum(o["compared"] for o in observed), sum(sum(o["input_bins"][0]) for o in observed)
     assert 0 < compared < 0.6 * rows, (compared, rows)
     assert traffic.failures == []
