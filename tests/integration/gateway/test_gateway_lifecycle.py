@@ -159,3 +159,45 @@ def test_v2_takes_its_traffic_from_the_stable_v1_and_a_rollback_leaves_v1_at_100
     assert promoted["split"] == {"teacher": 0.0, "v2": 100.0}   # every other variant: 0
     print(f"v2 rollout from a stable v1: {len(traffic.sent)} requests, {len(traffic.failures)} failed")
     assert traffic.failures == []
+
+
+def _shadow_comparisons(onnx_models, tmp_path, config: dict, requests: int = 5) -> dict:
+    """Comparisons (per student, vs the teacher) after ``requests`` answers of a runtime (no Ray)."""
+    import asyncio
+
+    from gateway_support import onnx_reference
+
+    from gateway.observers import Observers
+    from gateway.runtime import GatewayRuntime
+
+    async def teacher(x):
+        return onnx_reference(onnx_models["teacher"], x)
+
+    runtime = GatewayRuntime(remote_callers={"teacher": teacher}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+
+    async def run():
+        for _ in range(requests):
+            await runtime.answer(onnx_models["x"][:4], {})
+        await asyncio.sleep(0.5)   # the shadow workers finish
+
+    asyncio.run(run())
+    pairs = runtime._obs.stats.snapshot()["comparisons"].get("teacher", {})
+    return {student: pair["compared"] for student, pair in pairs.items()}
+
+
+def test_shadow_compares_the_candidate_and_a_guarded_student_with_the_teacher(onnx_models, tmp_path):
+    # v1 stable at 100 %, v2 the candidate in its shadow step: both are compared with the teacher.
+    config = lifecycle_config(onnx_models, tmp_path, candidate="v2", weights={"v1": 100})
+    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 0.0}
+    both = _shadow_comparisons(onnx_models, tmp_path, config)
+    assert both["v1"] == both["v2"] > 0
+    # v1 promoted (the rollout's student at 100 %): the teacher answers the guard's share only.
+    config = lifecycle_config(onnx_models, tmp_path, candidate="v1", weights={"v1": 100})
+    config["shadow"] = {"fraction": 0.0, "canary_compare_fraction": 1.0}
+    config["rollout"]["guard"]["shadow_fraction"] = 0.0
+    assert _shadow_comparisons(onnx_models, tmp_path, config) == {}
+    config["rollout"]["guard"]["shadow_fraction"] = 1.0
+    assert _shadow_comparisons(onnx_models, tmp_path, config)["v1"] > 0
+    config["rollout"]["guard"] = {"enabled": False}   # no guard: the canary's share as before
+    assert _shadow_comparisons(onnx_models, tmp_path, config)["v1"] > 0
