@@ -200,10 +200,12 @@ class RolloutReconciler:
         return self.teacher
 
     def _with_known_stable(self, status: RolloutStatus) -> RolloutStatus:
-        """A restored status whose stable variant left the config falls back to the teacher."""
-        if self._known(status.stable) or status.promoted:
-            return status
-        return dataclasses.replace(status, stable=self.teacher)
+        """A restored status whose stable (or rollback) variant left the config falls back to the teacher."""
+        if not status.promoted and not self._known(status.stable):
+            status = dataclasses.replace(status, stable=self.teacher)
+        if status.previous_stable and not self._known(status.previous_stable):
+            status = dataclasses.replace(status, previous_stable=self.teacher)
+        return status
 
     def _check(self, now: float) -> None:
         window = sm.analysis_window(self.spec, self._status, now)

@@ -228,6 +228,20 @@ def test_a_stable_variant_removed_from_the_config_gives_way_to_the_teacher(tmp_p
     assert (status.stable, status.weights()) == (TEACHER, {TEACHER: 100.0, V2: 0.0})
 
 
+def test_a_guarded_student_whose_predecessor_left_the_config_falls_back_to_the_teacher(tmp_path):
+    clock = FakeClock(0.0)
+    rec = reconciler(tmp_path, V1, clock)
+    rec.tick()
+    tick_for(rec, clock, 4 * 60)
+    rec = reconciler(tmp_path, V2, clock)
+    rec.tick()
+    assert tick_for(rec, clock, 4 * 60).previous_stable == V1                  # v2 promoted over v1
+    restored = reconciler(tmp_path, V2, clock, variants=(TEACHER, V2), obs=INPUT_DRIFT)
+    assert restored.tick().previous_stable == TEACHER                         # v1 was removed since
+    status = tick_for(restored, clock, 2 * 120)
+    assert (status.phase, status.weights()) == (ROLLED_BACK, {TEACHER: 100.0, V2: 0.0})
+
+
 def test_guard_rollback_through_the_reconciler_writes_evidence(tmp_path):
     clock = FakeClock(0.0)
     rec = reconciler(tmp_path, V1, clock)
