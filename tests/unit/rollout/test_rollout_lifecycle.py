@@ -199,11 +199,18 @@ def tick_for(rec, clock, seconds, every=30):
     return rec.status
 
 
+def promoted_by_reconciler(tmp_path, student, clock):
+    """A reconciler whose ``student`` went through the canary (3 checks) and is now Guarding."""
+    rec = reconciler(tmp_path, student, clock)
+    rec.tick()
+    tick_for(rec, clock, 4 * 60)
+    assert rec.status.phase is GUARDING
+    return rec
+
+
 def test_guarding_survives_a_controller_restart_and_v2_starts_from_v1(tmp_path):
     clock = FakeClock(0.0)
-    rec = reconciler(tmp_path, V1, clock)
-    rec.tick()
-    status = tick_for(rec, clock, 4 * 60)
+    status = promoted_by_reconciler(tmp_path, V1, clock).status
     assert (status.phase, status.stable) == (GUARDING, V1)
     split = {}
     restarted = reconciler(tmp_path, V1, clock, split=split)   # same config: restored as it was
@@ -221,21 +228,15 @@ def test_guarding_survives_a_controller_restart_and_v2_starts_from_v1(tmp_path):
 
 def test_a_stable_variant_removed_from_the_config_gives_way_to_the_teacher(tmp_path):
     clock = FakeClock(0.0)
-    rec = reconciler(tmp_path, V1, clock)
-    rec.tick()
-    assert tick_for(rec, clock, 4 * 60).stable == V1
+    assert promoted_by_reconciler(tmp_path, V1, clock).status.stable == V1
     status = reconciler(tmp_path, V2, clock, variants=(TEACHER, V2)).tick()   # v1 no longer deployed
     assert (status.stable, status.weights()) == (TEACHER, {TEACHER: 100.0, V2: 0.0})
 
 
 def test_a_guarded_student_whose_predecessor_left_the_config_falls_back_to_the_teacher(tmp_path):
     clock = FakeClock(0.0)
-    rec = reconciler(tmp_path, V1, clock)
-    rec.tick()
-    tick_for(rec, clock, 4 * 60)
-    rec = reconciler(tmp_path, V2, clock)
-    rec.tick()
-    assert tick_for(rec, clock, 4 * 60).previous_stable == V1                  # v2 promoted over v1
+    promoted_by_reconciler(tmp_path, V1, clock)
+    assert promoted_by_reconciler(tmp_path, V2, clock).status.previous_stable == V1   # v2 promoted over v1
     restored = reconciler(tmp_path, V2, clock, variants=(TEACHER, V2), obs=INPUT_DRIFT)
     assert restored.tick().previous_stable == TEACHER                         # v1 was removed since
     status = tick_for(restored, clock, 2 * 120)
@@ -244,9 +245,7 @@ def test_a_guarded_student_whose_predecessor_left_the_config_falls_back_to_the_t
 
 def test_guard_rollback_through_the_reconciler_writes_evidence(tmp_path):
     clock = FakeClock(0.0)
-    rec = reconciler(tmp_path, V1, clock)
-    rec.tick()
-    tick_for(rec, clock, 4 * 60)
+    rec = promoted_by_reconciler(tmp_path, V1, clock)
     rec.source.obs = INPUT_DRIFT
     status = tick_for(rec, clock, 2 * 120)
     assert (status.phase, status.stable, status.weights()) == (ROLLED_BACK, TEACHER, {TEACHER: 100.0, V1: 0.0})
@@ -261,9 +260,8 @@ def test_rollout_status_text_names_roles_phase_split_and_last_checks(tmp_path):
     from gateway.rollout.cli import format_status
 
     clock = FakeClock(0.0)
-    rec = reconciler(tmp_path, V1, clock)
-    rec.tick()
-    tick_for(rec, clock, 8 * 60)   # promoted at 3 min, guard checks at 5 and 7 min
+    rec = promoted_by_reconciler(tmp_path, V1, clock)   # promoted at 3 min
+    tick_for(rec, clock, 4 * 60)                        # guard checks at 5 and 7 min
     history = {**rec.history(), "split_in_force": {TEACHER: 0.0, V1: 100.0}}
     text = format_status(history, checks=2)
     lines = text.splitlines()
