@@ -228,18 +228,17 @@ class GatewayRuntime:
 
     async def _run_shadow(self, state: _State, primary: str, others: tuple[str, ...], x, y,
                           request_id: str) -> None:
-        answers = {primary: y}
+        cfg = state.config
+        teacher, answers = cfg.teacher.name, {primary: y}
         for other in others:
             try:
-                answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=state.config.shadow.timeout_s)
+                answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=cfg.shadow.timeout_s)
             except BackendTimeout:
                 self._obs.shadow_drop(other, "timeout")
             except BackendError:
                 self._obs.shadow_drop(other, "error")
-        cfg = state.config
-        teacher = cfg.teacher.name
-        if teacher not in answers:
-            return
+            if teacher not in answers and other == teacher:
+                return  # nothing to compare with: the candidate is not asked either
         for student, s_out in answers.items():
             if student == teacher:
                 continue
