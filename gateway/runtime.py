@@ -240,13 +240,13 @@ class GatewayRuntime:
             if teacher not in answers and other == teacher:
                 return  # nothing to compare with: the candidate is not asked either
         for student, s_out in answers.items():
-            if student == teacher:
-                continue
-            comps = compare_outputs(
-                cfg.task, answers[teacher], s_out, regression_tolerance=cfg.shadow.regression_tolerance,
-                embedding_min_cosine=cfg.shadow.embedding_min_cosine,
-            )
-            self._obs.comparison(teacher, student, comps, x, answers[teacher], s_out, request_id)
+            if student != teacher:
+                comps = _compare(cfg, answers[teacher], s_out)
+                self._obs.comparison(teacher, student, comps, x, answers[teacher], s_out, request_id)
+        candidate = others[-1]
+        if primary != teacher and candidate != teacher and candidate in answers:
+            # The stable student and the candidate answered the same rows: compare them too.
+            self._obs.stable_comparison(primary, candidate, _compare(cfg, y, answers[candidate]))
 
     def _shadow_dropped(self, variant: str) -> None:
         self._obs.shadow_drop(variant, "queue_full")
@@ -260,6 +260,11 @@ class GatewayRuntime:
         """True when a config is in force and every colocated backend is ready."""
         state = self._state
         return state is not None and all(b.ready() for b in state.local.values())
+
+
+def _compare(cfg: GatewayConfig, reference: np.ndarray, other: np.ndarray) -> list:
+    return compare_outputs(cfg.task, reference, other, regression_tolerance=cfg.shadow.regression_tolerance,
+                           embedding_min_cosine=cfg.shadow.embedding_min_cosine)
 
 
 def _compare_fraction(state: _State, student: str) -> float:

@@ -236,8 +236,7 @@ def step(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
         return status, []
     guarding = status.phase is RolloutPhase.GUARDING
     final = not guarding and status.step_index + 1 == len(spec.steps) - 1
-    policy = spec.model_copy(update={"min_samples": spec.guard.min_samples}) if guarding else spec
-    gates = evaluate_gates(policy, observations, final_promotion=final)
+    gates = evaluate_gates(_check_policy(spec, status), observations, final_promotion=final)
     outcome = verdict(gates)
     status = dataclasses.replace(status, last_check_at=now, updated_at=now, last_gates=tuple(gates),
                                  last_verdict=outcome.value)
@@ -258,6 +257,17 @@ def step(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     record = RecordCheck(now, status.phase.value, status.step_index, status.weight, outcome.value, decision,
                          tuple(gates), observations.window, observations.to_dict())
     return new, [record, *actions]
+
+
+def _check_policy(spec: RolloutSpec, status: RolloutStatus) -> RolloutSpec:
+    """The spec a check judges with: the guard's sample minimum in Guarding; the stable-agreement
+    gate only while another student is the stable variant."""
+    if status.phase is RolloutPhase.GUARDING:
+        spec = spec.model_copy(update={"min_samples": spec.guard.min_samples})
+    if spec.gates.stable_agreement.enabled and status.stable in (status.teacher, status.student):
+        off = spec.gates.stable_agreement.model_copy(update={"enabled": False})
+        spec = spec.model_copy(update={"gates": spec.gates.model_copy(update={"stable_agreement": off})})
+    return spec
 
 
 def _guard_passed(status: RolloutStatus) -> Transition:

@@ -162,7 +162,7 @@ def test_v2_takes_its_traffic_from_the_stable_v1_and_a_rollback_leaves_v1_at_100
 
 
 def _shadow_comparisons(onnx_models, tmp_path, config: dict, requests: int = 5) -> dict:
-    """Comparisons (per student, vs the teacher) after ``requests`` answers of a runtime (no Ray)."""
+    """Compared rows per (reference, student) pair after ``requests`` answers of a runtime (no Ray)."""
     import asyncio
 
     from gateway_support import onnx_reference
@@ -182,8 +182,8 @@ def _shadow_comparisons(onnx_models, tmp_path, config: dict, requests: int = 5) 
         await asyncio.sleep(0.5)   # the shadow workers finish
 
     asyncio.run(run())
-    pairs = runtime._obs.stats.snapshot()["comparisons"].get("teacher", {})
-    return {student: pair["compared"] for student, pair in pairs.items()}
+    comparisons = runtime._obs.stats.snapshot()["comparisons"]
+    return {(ref, student): pair["compared"] for ref, pairs in comparisons.items() for student, pair in pairs.items()}
 
 
 def test_shadow_compares_the_candidate_and_a_guarded_student_with_the_teacher(onnx_models, tmp_path):
@@ -191,13 +191,13 @@ def test_shadow_compares_the_candidate_and_a_guarded_student_with_the_teacher(on
     config = lifecycle_config(onnx_models, tmp_path, candidate="v2", weights={"v1": 100})
     config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 0.0}
     both = _shadow_comparisons(onnx_models, tmp_path, config)
-    assert both["v1"] == both["v2"] > 0
+    assert both[("teacher", "v1")] == both[("teacher", "v2")] == both[("v1", "v2")] > 0   # v2 vs v1 too
     # v1 promoted (the rollout's student at 100 %): the teacher answers the guard's share only.
     config = lifecycle_config(onnx_models, tmp_path, candidate="v1", weights={"v1": 100})
     config["shadow"] = {"fraction": 0.0, "canary_compare_fraction": 1.0}
     config["rollout"]["guard"]["shadow_fraction"] = 0.0
     assert _shadow_comparisons(onnx_models, tmp_path, config) == {}
     config["rollout"]["guard"]["shadow_fraction"] = 1.0
-    assert _shadow_comparisons(onnx_models, tmp_path, config)["v1"] > 0
+    assert _shadow_comparisons(onnx_models, tmp_path, config)[("teacher", "v1")] > 0
     config["rollout"]["guard"] = {"enabled": False}   # no guard: the canary's share as before
-    assert _shadow_comparisons(onnx_models, tmp_path, config)["v1"] > 0
+    assert _shadow_comparisons(onnx_models, tmp_path, config)[("teacher", "v1")] > 0

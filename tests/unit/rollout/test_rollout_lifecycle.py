@@ -269,3 +269,40 @@ def test_rollout_status_text_names_roles_phase_split_and_last_checks(tmp_path):
                          f"stable     {V1} (replaced {TEACHER})", f"reference  {TEACHER}",
                          f"split      {TEACHER} 0 %, {V1} 100 %"]
     assert "last 2 checks:" in lines and sum(" Guarding " in line for line in lines) == 2
+
+
+# --- the optional gate: the candidate's agreement with the stable student ---
+
+STABLE_GATE = SPEC.model_copy(update={"gates": SPEC.gates.model_copy(update={
+    "stable_agreement": SPEC.gates.stable_agreement.model_copy(update={"enabled": True, "min_lower_bound": 0.9})})})
+
+
+def with_stable(obs, agree: float, n: int = 1000):
+    return dataclasses.replace(obs, stable_compared=n, stable_agreements=int(agree * n))
+
+
+def test_stable_agreement_gate_judges_v2_against_v1_only_while_v1_is_stable():
+    v1, _ = sm.start(STABLE_GATE, teacher=TEACHER, student=V1, now=0.0)
+    status, _ = sm.step(STABLE_GATE, v1, HEALTHY, 60.0)          # the teacher is stable: gate not judged
+    assert "stable_agreement" not in {g.name for g in status.last_gates} and status.weight == 10.0
+    v2 = sm.start(STABLE_GATE, teacher=TEACHER, student=V2, now=0.0, stable=V1)[0]
+    waiting, _ = sm.step(STABLE_GATE, v2, HEALTHY, 60.0)          # no v1/v2 comparisons yet: waits
+    assert (waiting.last_verdict, waiting.weight) == ("waiting", 0.0)
+    passed, _ = sm.step(STABLE_GATE, v2, with_stable(HEALTHY, 0.97), 60.0)
+    assert passed.weight == 10.0
+    failed, _ = sm.step(STABLE_GATE, v2, with_stable(HEALTHY, 0.80), 60.0)
+    assert failed.failing[0].name == "stable_agreement" and "with the stable student 0.8000" in failed.reason
+    guarded, _ = sm.promote(STABLE_GATE, v2, 60.0)                # v2 stable: the guard has no such gate
+    assert sm.step(STABLE_GATE, guarded, HEALTHY, 300.0)[0].last_verdict == "passed"
+
+
+def test_snapshots_give_the_candidates_comparisons_with_the_stable_student():
+    from gateway.rollout.core.observations import from_window_snapshot
+
+    pair = {"compared": 200, "agreements": 150, "kl_sum": 1.0}
+    snapshot = {"variants": {}, "comparisons": {TEACHER: {V2: pair}, V1: {V2: {"compared": 64, "agreements": 60}}}}
+    obs = from_window_snapshot(snapshot, teacher=TEACHER, student=V2)
+    assert (obs.compared, obs.stable_compared, obs.stable_agreements) == (200, 64, 60)
+    later = from_window_snapshot({**snapshot, "comparisons": {V1: {V2: {"compared": 100, "agreements": 90}}}},
+                                 teacher=TEACHER, student=V2)
+    assert (later.minus(obs).stable_compared, later.minus(obs).stable_agreements) == (36, 30)
