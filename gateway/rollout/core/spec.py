@@ -51,21 +51,14 @@ class AgreementGate(BaseModel):
     )
 
 
-class StableAgreementGate(BaseModel):
+class StableAgreementGate(AgreementGate):
     """Top-1 agreement of the candidate with the stable student (e.g. v2 with v1), Wilson lower bound.
 
     Judged only while the stable variant is a student, on the rows it served that were also
     mirrored to the candidate (``shadow.fraction`` of them; the embedded source only).
     """
 
-    model_config = _forbid_extra()
     enabled: bool = Field(False, description="Check this gate while a student is the stable variant.")
-    min_lower_bound: float = Field(
-        0.9, gt=0, lt=1, description="The Wilson lower bound of the agreement with the stable student must be >= this."
-    )
-    confidence: float = Field(
-        0.95, gt=0.5, lt=1, description="Two-sided confidence level of the Wilson interval."
-    )
 
 
 class KLGate(BaseModel):
