@@ -124,6 +124,12 @@ class Observers:
         if self.stats is not None:
             self.stats.record_shadow_drop(variant)
 
+    def stable_comparison(self, stable: str, candidate: str, comps) -> None:
+        """The candidate compared with the stable student: window stats only (the stable-agreement
+        gate); no metric and no capture, whose labels must stay the teacher's."""
+        if self.stats is not None:
+            self.stats.record_comparison(stable, candidate, comps)
+
     def comparison(self, teacher: str, student: str, comps, x, t_out, s_out, request_id: str) -> None:
         """A compared teacher/student pair: stats, metrics, and capture of disagreements."""
         if self.stats is not None:

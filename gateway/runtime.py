@@ -197,47 +197,58 @@ class GatewayRuntime:
     # ----- shadow ----------------------------------------------------------------------
     def _maybe_shadow(self, state: _State, primary: str, x: np.ndarray, y: np.ndarray, request_id: str) -> None:
         shadow = state.config.shadow
-        teacher = state.config.teacher.name
+        teacher, candidate = state.config.teacher.name, state.config.rollout_student
+        draw = random.random()
         if primary == teacher:
-            fraction, other = shadow.fraction, self._shadow_student(state)
+            fraction, others = shadow.fraction, (self._shadow_student(state),)
+        elif candidate not in (None, primary) and should_sample(shadow.fraction, draw):
+            # A stable student serves: the candidate answers in shadow too, next to the teacher
+            # (the reference both are compared with).
+            fraction, others = 1.0, (teacher, candidate)
         else:
-            fraction, other = max(shadow.fraction, shadow.canary_compare_fraction), teacher
-        if other is None or not should_sample(fraction, random.random()):
+            fraction, others = _compare_fraction(state, primary), (teacher,)
+        if others[0] is None or not should_sample(fraction, draw):
             return
 
         async def job() -> None:
-            await self._run_shadow(state, primary, other, x, y, request_id)
+            await self._run_shadow(state, primary, others, x, y, request_id)
 
         # Queued only once the primary answer is on its way (the ingress runs deferred work
         # after the response is sent), so shadow work never delays it.
-        after_response(lambda: self._shadow.submit(job, label=other))
+        after_response(lambda: self._shadow.submit(job, label=others[-1]))
 
     @staticmethod
     def _shadow_student(state: _State) -> str | None:
-        """The student a teacher-served request is mirrored to: by weight, else the first."""
+        """The student a teacher-served request is mirrored to: the rollout's candidate, else by weight,
+        else the first."""
+        if state.config.rollout_student is not None:
+            return state.config.rollout_student
         weights = state.student_weights
         if any(w > 0 for w in weights.values()):
             return choose_variant(weights, sticky_key=None, draw=random.random())
         return next(iter(weights), None)
 
-    async def _run_shadow(self, state: _State, primary: str, other: str, x, y, request_id: str) -> None:
-        try:
-            y_other = await self._call(state, other, x, route=SHADOW, timeout_s=state.config.shadow.timeout_s)
-        except BackendTimeout:
-            self._obs.shadow_drop(other, "timeout")
-            return
-        except BackendError:
-            self._obs.shadow_drop(other, "error")
-            return
-        teacher_is_primary = primary == state.config.teacher.name
-        t_out, s_out = (y, y_other) if teacher_is_primary else (y_other, y)
-        student = other if teacher_is_primary else primary
+    async def _run_shadow(self, state: _State, primary: str, others: tuple[str, ...], x, y,
+                          request_id: str) -> None:
         cfg = state.config
-        comps = compare_outputs(
-            cfg.task, t_out, s_out, regression_tolerance=cfg.shadow.regression_tolerance,
-            embedding_min_cosine=cfg.shadow.embedding_min_cosine,
-        )
-        self._obs.comparison(state.config.teacher.name, student, comps, x, t_out, s_out, request_id)
+        teacher, answers = cfg.teacher.name, {primary: y}
+        for other in others:
+            try:
+                answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=cfg.shadow.timeout_s)
+            except BackendTimeout:
+                self._obs.shadow_drop(other, "timeout")
+            except BackendError:
+                self._obs.shadow_drop(other, "error")
+            if teacher not in answers and other == teacher:
+                return  # nothing to compare with: the candidate is not asked either
+        for student, s_out in answers.items():
+            if student != teacher:
+                comps = _compare(cfg, answers[teacher], s_out)
+                self._obs.comparison(teacher, student, comps, x, answers[teacher], s_out, request_id)
+        candidate = others[-1]
+        if primary != teacher and candidate != teacher and candidate in answers:
+            # The stable student and the candidate answered the same rows: compare them too.
+            self._obs.stable_comparison(primary, candidate, _compare(cfg, y, answers[candidate]))
 
     def _shadow_dropped(self, variant: str) -> None:
         self._obs.shadow_drop(variant, "queue_full")
@@ -251,6 +262,21 @@ class GatewayRuntime:
         """True when a config is in force and every colocated backend is ready."""
         state = self._state
         return state is not None and all(b.ready() for b in state.local.values())
+
+
+def _compare(cfg: GatewayConfig, reference: np.ndarray, other: np.ndarray) -> list:
+    return compare_outputs(cfg.task, reference, other, regression_tolerance=cfg.shadow.regression_tolerance,
+                           embedding_min_cosine=cfg.shadow.embedding_min_cosine)
+
+
+def _compare_fraction(state: _State, student: str) -> float:
+    """Share of a student's live requests the teacher also answers: the guard's share once the
+    rollout's student holds the whole split (promoted), the canary's share otherwise."""
+    rollout = state.config.rollout
+    if rollout is not None and rollout.guard.enabled and student == state.config.rollout_student \
+            and state.weights.get(student, 0.0) >= 100.0:
+        return rollout.guard.shadow_fraction
+    return max(state.config.shadow.fraction, state.config.shadow.canary_compare_fraction)
 
 
 def _io_shapes(config: GatewayConfig, local: Mapping[str, OnnxBackend]) -> dict:

@@ -116,7 +116,7 @@ def simulate(spec: RolloutSpec, traffic: SimulatedTraffic, *, duration_s: float,
         traffic.second(stats, float(second))
         clock.t = t0 + second + 1
         status = reconciler.tick()
-        if status.phase.value in ("Promoted", "RolledBack", "Aborted"):
+        if status.phase.value in ("Promoted", "Guarding", "RolledBack", "Aborted"):
             break
     return store.checks()
 

@@ -133,9 +133,10 @@ class AdminEndpoints:
         return stats.snapshot() if stats is not None else {}
 
     async def get_rollout(self, request: Request) -> dict:
-        """The rollout's status and recent checks (404 without a rollout policy)."""
+        """The rollout's status, the split it sets and the one this replica serves, recent checks (404 without one)."""
         self._check(request)
-        return await self._rollout("status")
+        history = await self._rollout("status")
+        return {**history, "split_in_force": self.runtime.config.effective_weights()}
 
     async def rollout_command(self, request: Request, command: str) -> dict:
         """pause | resume | abort | promote | set_weight (body ``{"weight": w}``); 409 if not applicable."""

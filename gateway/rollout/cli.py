@@ -73,12 +73,41 @@ def _command(name: str, url: str, token_env: str, token_file: Optional[pathlib.P
     typer.echo(json.dumps(call_admin(url, token, "POST", f"/admin/rollout/{name}", body), indent=2))
 
 
+def _split_text(split: dict[str, float]) -> str:
+    return ", ".join(f"{name} {weight:g} %" for name, weight in split.items()) or "-"
+
+
+def format_status(history: dict, checks: int = 5) -> str:
+    """Roles, phase, split and the last ``checks`` analysis checks of ``GET /admin/rollout``, as text."""
+    from gateway.rollout.store import format_timeline  # noqa: PLC0415 -- keeps `kdgate --help` fast
+
+    st = history["status"]
+    lines = [
+        f"phase      {st['phase']}" + (f" (from {st['paused_from']})" if st.get("paused_from") else ""),
+        f"candidate  {st['student']} (version {st.get('student_version') or '-'}) at {st['weight']:g} %",
+        f"stable     {st.get('stable') or st['teacher']}"
+        + (f" (replaced {st['previous_stable']})" if st.get("previous_stable") else ""),
+        f"reference  {st['teacher']}",
+        f"split      {_split_text(history.get('split', {}))}",
+        f"in force   {_split_text(history.get('split_in_force', {}))}",
+        f"reason     {st.get('reason', '')}",
+    ]
+    if st.get("last_error"):
+        lines.append(f"error      {st['last_error']}")
+    recent = history.get("checks", [])[-checks:]
+    lines += ["", f"last {len(recent)} checks:", format_timeline(recent)]
+    return "\n".join(lines)
+
+
 @rollout_app.command("status")
 def status(url: str = URL_OPTION, token_env: str = TOKEN_ENV_OPTION,
-           token_file: Optional[pathlib.Path] = TOKEN_FILE_OPTION) -> None:
-    """Phase, step, live weight and the recent analysis checks."""
+           token_file: Optional[pathlib.Path] = TOKEN_FILE_OPTION,
+           as_json: bool = typer.Option(False, "--json", help="Print the admin API's whole answer as JSON."),
+           checks: int = typer.Option(5, "--checks", min=0, help="How many recent checks to list.")) -> None:
+    """Phase (incl. Guarding), candidate, stable, reference, the split and the last checks."""
     token = admin_token(token_env, token_file)
-    typer.echo(json.dumps(call_admin(url, token, "GET", "/admin/rollout"), indent=2))
+    history = call_admin(url, token, "GET", "/admin/rollout")
+    typer.echo(json.dumps(history, indent=2) if as_json else format_status(history, checks))
 
 
 def _simple(name: str, summary: str):

@@ -59,7 +59,8 @@ def reconciler_from_config(config: GatewayConfig, *, set_weights: Callable[[dict
                               export_disagreements=export_disagreements)
     return RolloutReconciler(spec, RolloutStore(spec.state_path), source, set_weights, teacher=teacher.name,
                              student=student.name, student_version=student.version, notify=notify,
-                             evidence=evidence, clock=clock, metrics=metrics)
+                             evidence=evidence, clock=clock, metrics=metrics,
+                             variants=[v.name for v in config.variants])
 
 
 class RolloutController:

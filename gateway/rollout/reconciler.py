@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from gateway.rollout.core import machine as sm
@@ -73,13 +73,17 @@ class RolloutReconciler:
     ``set_weights(dict)`` changes the live split; ``notify(payload)`` posts the webhook
     (default: :class:`WebhookNotifier` when ``spec.webhook_url`` is set); ``evidence`` writes
     bundles (default: :class:`EvidenceWriter` in ``spec.evidence_dir``); ``clock()`` is the time.
+
+    ``variants`` are the gateway config's variant names. A new candidate (another student,
+    or a new version) starts from the stored stable variant when it is still among them
+    (else the teacher), so rolling out v2 after v1 was promoted takes traffic from v1.
     """
 
     def __init__(self, spec: RolloutSpec, store: RolloutStore, source: ObservationSource,
                  set_weights: Callable[[dict[str, float]], None], *, teacher: str, student: str,
                  student_version: str = "", notify: Callable[[dict[str, Any]], None] | None = None,
                  evidence: Callable[..., Any] | None = None, clock: Callable[[], float] = time.time,
-                 metrics: RolloutMetrics | None = None):
+                 metrics: RolloutMetrics | None = None, variants: Collection[str] | None = None):
         self.spec, self.store, self.source = spec, store, source
         self.set_weights, self.clock = set_weights, clock
         self.teacher, self.student, self.student_version = teacher, student, student_version
@@ -88,6 +92,7 @@ class RolloutReconciler:
         self.notify = notify
         self.evidence = evidence or EvidenceWriter(spec.evidence_dir)
         self.metrics = metrics or NullMetrics()
+        self.variants = frozenset(variants) if variants is not None else None
         self._lock = threading.RLock()
         self._status: RolloutStatus | None = None
         self._weights_applied = False
@@ -132,9 +137,10 @@ class RolloutReconciler:
             return self._status if self._status is not None else self._fallback_status(now)
 
     def history(self, limit: int = 200) -> dict[str, Any]:
-        """Recent checks and events of this rollout (for ``kdgate rollout status``)."""
+        """Status (stable, candidate, reference, phase), the split it sets, recent checks and events."""
         status = self.status
-        return {"status": status.to_dict(), "checks": self.store.checks(since=status.started_at, limit=limit),
+        return {"status": status.to_dict(), "split": status.weights(),
+                "checks": self.store.checks(since=status.started_at, limit=limit),
                 "events": self.store.events(limit=limit)}
 
     def command(self, name: str, *, actor: str = "operator", weight: float | None = None) -> RolloutStatus:
@@ -168,15 +174,38 @@ class RolloutReconciler:
         stored = self.store.load()
         if stored is not None and (stored.student, stored.student_version, stored.teacher) == (
                 self.student, self.student_version, self.teacher):
-            self._status = stored
+            restored = self._status = self._with_known_stable(stored)
             self._weights_applied = False  # re-assert the stored split (e.g. 0 % after a rollback)
-            self.store.append_event(now, "restored", {"phase": stored.phase.value, "weight": stored.weight})
-            self.metrics.record_status(stored)
-            return stored
+            self.store.append_event(now, "restored", {"phase": restored.phase.value, "weight": restored.weight,
+                                                      "stable": restored.stable})
+            self.metrics.record_status(restored)
+            return restored
+        stable = self._stable_after(stored)
         new, actions = sm.start(self.spec, teacher=self.teacher, student=self.student, now=now,
-                                student_version=self.student_version)
-        self._transition(new, actions, now, event={"kind": "started"})
+                                student_version=self.student_version, stable=stable)
+        self._transition(new, actions, now, event={"kind": "started", "stable": new.stable,
+                                                   "previous_candidate": stored.student if stored else None})
         return new
+
+    def _known(self, name: str) -> bool:
+        return bool(name) and (self.variants is None or name in self.variants)
+
+    def _stable_after(self, stored: RolloutStatus | None) -> str:
+        """The stable variant a new candidate takes its traffic from: the stored one if still deployed."""
+        if stored is None or stored.teacher != self.teacher:
+            return self.teacher
+        for name in (stored.stable, stored.previous_stable):
+            if self._known(name) and name != self.student:
+                return name
+        return self.teacher
+
+    def _with_known_stable(self, status: RolloutStatus) -> RolloutStatus:
+        """A restored status whose stable (or rollback) variant left the config falls back to the teacher."""
+        if not status.promoted and not self._known(status.stable):
+            status = dataclasses.replace(status, stable=self.teacher)
+        if status.previous_stable and not self._known(status.previous_stable):
+            status = dataclasses.replace(status, previous_stable=self.teacher)
+        return status
 
     def _check(self, now: float) -> None:
         window = sm.analysis_window(self.spec, self._status, now)
@@ -198,7 +227,8 @@ class RolloutReconciler:
                       "reason": new.reason, **(event or {})}
             self._safely("event", lambda: self.store.append_event(now, detail.pop("kind", "phase"), detail), now)
         if new.phase is RolloutPhase.ROLLED_BACK and (old is None or old.phase is not RolloutPhase.ROLLED_BACK):
-            self.metrics.record_rollback(",".join(g.name for g in new.failing) or "unknown")
+            guard = "guard:" if old is not None and old.phase is RolloutPhase.GUARDING else ""
+            self.metrics.record_rollback(guard + (",".join(g.name for g in new.failing) or "unknown"))
         self.metrics.record_status(new)
         self._safely("persist", lambda: self.store.save(self._status), now)
 

@@ -13,7 +13,7 @@ class ServeRolloutMetrics:
 
     ``kdgate_rollout_phase`` (1 for the current phase), ``kdgate_rollout_weight_ratio``
     (student share 0..1), ``kdgate_rollout_gate_value`` / ``_gate_threshold`` /
-    ``_gate_failing`` by gate, ``kdgate_rollout_rollbacks_total`` by reason (failing gates),
+    ``_gate_failing`` by gate, ``kdgate_rollout_rollbacks_total`` by reason (failing gates; ``guard:`` before them for a guard rollback),
     ``kdgate_rollout_errors_total`` by stage (observe, set_weights, notify, ...).
     """
 

@@ -10,7 +10,7 @@ Example::
 
     with LocustLoad(url, csv_prefix=out / "locust-good") as load, \
             Sampler(url, token, stage="good") as sampler:
-        wait_for_phase(sampler, "Promoted", timeout_s=120)
+        wait_for_phase(sampler, ("Guarding",), timeout_s=120)
     load.summary()   # {"requests": 4021, "failures": 0, "p50_ms": 6.0, ...}
 """
 from __future__ import annotations

@@ -46,7 +46,7 @@ def _mark_events(ax, points: Sequence[Mapping[str, Any]], rollbacks: Sequence[tu
         ax.axvline(t - t0, color="#c0392b", linestyle="--", linewidth=1.5)
         ax.annotate(label, (t - t0, 0.97), xycoords=("data", "axes fraction"), va="top", ha="right",
                     fontsize=8, color="#c0392b", xytext=(-3, 0), textcoords="offset points")
-    promoted = [p for p in points if p["phase"] == "Promoted"]
+    promoted = [p for p in points if p["phase"] in ("Promoted", "Guarding")]
     if promoted:
         ax.axvline(promoted[0]["t"] - t0, color="#1e8449", linestyle=":", linewidth=1.5)
         ax.annotate("promoted", (promoted[0]["t"] - t0, 0.97), xycoords=("data", "axes fraction"), va="top",

@@ -36,7 +36,7 @@ from kdgate.demo.setup import (
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "deployments" / "demo" / "distill-mnist1d.yaml"
-TERMINAL_PHASES = ("Promoted", "RolledBack", "Aborted")
+TERMINAL_PHASES = ("Promoted", "Guarding", "RolledBack", "Aborted")  # Guarding: promoted, watched
 
 
 def _raise_interrupt(_signum, _frame) -> None:

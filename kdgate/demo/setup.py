@@ -33,10 +33,10 @@ class Stage:
     variant: str        # the student's variant name in the gateway
     version: str
     steps: tuple        # rollout steps, e.g. ("shadow", 5, 25, 50, 100)
-    expect: str         # the phase the demo waits for: Promoted | RolledBack
+    expect: str         # the phase the demo waits for: Guarding (promoted) | RolledBack
 
 
-GOOD_STAGE = Stage("good", "v1: distilled student", "student", "student-1", ("shadow", 5, 25, 50, 100), "Promoted")
+GOOD_STAGE = Stage("good", "v1: distilled student", "student", "student-1", ("shadow", 5, 25, 50, 100), "Guarding")
 # v2 goes straight to a live 5 % canary so the rollback visibly takes live traffic away.
 BAD_STAGE = Stage("bad", "v2: corrupted student", "student-v2", "student-2", (5, 25, 50, 100), "RolledBack")
 

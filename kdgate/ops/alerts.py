@@ -54,7 +54,8 @@ def _rollback(t: AlertThresholds) -> dict:
     rolled_back = f"max by (model, variant) ({phase}) == 1"
     return _rule("KdgateRollbackHappened", rolled_back, "0m", "critical",
                  "Rollout of {{ $labels.variant }} ({{ $labels.model }}) was rolled back",
-                 "The rollout controller moved the student to its rollback weight after failing gates; it stays "
+                 "The rollout controller moved the student to its rollback weight after failing gates (a guard "
+                 "rollback after its promotion gives 100 % back to the variant it replaced); it stays "
                  "RolledBack until a person acts (the alert clears when the phase changes, or after an hour "
                  "without news). Read `kdgate rollout status` and the evidence bundle.")
 

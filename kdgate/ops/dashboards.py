@@ -99,14 +99,16 @@ def _rollout_panels() -> tuple[Panel, ...]:
     return (
         Panel("Rollout phase", "none", (
             Target("{{variant}} {{phase}}", f"max by (variant, phase) ({q.latest(q.ROLLOUT_PHASE, MODEL)}) == 1"),),
-              kind="state-timeline"),
+              kind="state-timeline", description="Shadowing, Progressing, Guarding (promoted and watched), "
+                                                 "RolledBack, Paused, Aborted."),
         Panel("Rollout weight and failing gates", "none", (
             Target("{{variant}} student weight", f"max by (variant) ({q.latest(q.ROLLOUT_WEIGHT, MODEL)})"),
             Target("{{gate}} failing", f"max by (gate) ({q.latest(q.ROLLOUT_GATE_FAILING, MODEL)})"),
         )),
         Panel("Rollbacks", "none", (
             Target("{{variant}} {{reason}}", f"sum by (variant, reason) ({q.selector(q.ROLLBACKS, MODEL)})"),),
-              kind="stat", description="Automated rollbacks since the controller started, by failing gates."),
+              kind="stat", description="Automated rollbacks since the controller started, by failing gates "
+                                          "(guard:<gates> = the guard rolled a promoted student back)."),
     )
 
 

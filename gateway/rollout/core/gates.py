@@ -24,6 +24,7 @@ from gateway.core.stats import PRIMARY, SHADOW  # the routes the request path pu
 from gateway.rollout.core.observations import Observations
 from gateway.rollout.core.spec import (
     AgreementGate, CostGate, ErrorRateGate, InputDriftGate, KLGate, LatencyGate, OutputDriftGate, RolloutSpec,
+    StableAgreementGate,
 )
 
 
@@ -77,6 +78,17 @@ def agreement_gate(obs: Observations, gate: AgreementGate, min_samples: int) -> 
     detail = (f"agreement {obs.agreement_rate:.4f} on {obs.compared} samples, "
               f"{gate.confidence:.0%} lower bound {lower:.4f}")
     return _judge("agreement", lower, gate.min_lower_bound, lower >= gate.min_lower_bound, detail)
+
+
+def stable_agreement_gate(obs: Observations, gate: StableAgreementGate, min_samples: int) -> GateResult:
+    """Wilson lower bound of the candidate's top-1 agreement with the stable student >= ``min_lower_bound``."""
+    if obs.stable_compared < min_samples:
+        return _no_data("stable_agreement", gate.min_lower_bound, obs.stable_compared, min_samples,
+                        "samples compared with the stable student")
+    lower = wilson_lower_bound(obs.stable_agreements, obs.stable_compared, gate.confidence)
+    detail = (f"agreement with the stable student {obs.stable_agreements / obs.stable_compared:.4f} on "
+              f"{obs.stable_compared} samples, {gate.confidence:.0%} lower bound {lower:.4f}")
+    return _judge("stable_agreement", lower, gate.min_lower_bound, lower >= gate.min_lower_bound, detail)
 
 
 def kl_gate(obs: Observations, gate: KLGate, min_samples: int) -> GateResult:
@@ -197,6 +209,7 @@ def evaluate_gates(spec: RolloutSpec, obs: Observations, *, final_promotion: boo
     g, n = spec.gates, spec.min_samples
     checks = [
         (g.agreement.enabled, lambda: agreement_gate(obs, g.agreement, n)),
+        (g.stable_agreement.enabled, lambda: stable_agreement_gate(obs, g.stable_agreement, n)),
         (g.kl.enabled, lambda: kl_gate(obs, g.kl, n)),
         (g.latency.enabled, lambda: latency_gate(obs, g.latency, n)),
         (g.error_rate.enabled, lambda: error_rate_gate(obs, g.error_rate, n)),

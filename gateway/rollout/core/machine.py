@@ -6,11 +6,18 @@ Pure: no clock, no I/O. The reconciler (``gateway.rollout.reconciler``) observes
 (:func:`promote`, :func:`pause`, :func:`resume`, :func:`abort`, :func:`set_weight`) are
 pure functions of the same shape.
 
-Phases: Shadowing (0 % live, shadow only) -> Progressing (step i) -> Promoted, or
-RolledBack / Aborted; Paused holds the weights until a person resumes. A passing check
-advances one step; ``failure_threshold`` failed checks in a row roll back; a step that
-still waits for data at its deadline counts as failed; NO_DATA never promotes; a
-rolled-back student stays where it was put until a person acts.
+Roles: the *reference* is the teacher (agreement, KL, output drift are measured against
+it); the *stable* variant serves the traffic that is not on the canary (the teacher at
+first, then the last promoted student); the *candidate* (``status.student``) is rolled out
+and takes its canary share from the stable variant.
+
+Phases: Shadowing (0 % live, shadow only) -> Progressing (step i) -> Guarding (promoted:
+the candidate is now the stable variant and stays watched; Promoted when the guard is off),
+or RolledBack / Aborted; Paused holds the weights until a person resumes. A passing check
+advances one step; ``failure_threshold`` failed checks in a row roll back (in Guarding: to
+the variant the promoted student replaced); a step that still waits for data at its
+deadline counts as failed; NO_DATA never promotes and never rolls a guarded student back;
+a rolled-back student stays where it was put until a person acts.
 
 Example::
 
@@ -22,13 +29,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import BadRequest
+from gateway.rollout.core.actions import Action, Notify, RecordCheck, SetWeights, WriteEvidence
 from gateway.rollout.core.gates import CheckVerdict, GateResult, GateStatus, evaluate_gates, verdict
+from gateway.rollout.core.notification import notification
 from gateway.rollout.core.observations import Observations, Window
 from gateway.rollout.core.spec import RolloutSpec
 
@@ -37,12 +45,15 @@ class RolloutPhase(str, enum.Enum):
     SHADOWING = "Shadowing"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
-    PROMOTED = "Promoted"
+    PROMOTED = "Promoted"   # promoted with the guard off: no more checks
+    GUARDING = "Guarding"   # promoted and watched: guard checks may roll it back
     ROLLED_BACK = "RolledBack"
     ABORTED = "Aborted"
 
 
-ACTIVE_PHASES = frozenset({RolloutPhase.SHADOWING, RolloutPhase.PROGRESSING})
+ACTIVE_PHASES = frozenset({RolloutPhase.SHADOWING, RolloutPhase.PROGRESSING})  # the canary
+CHECKED_PHASES = ACTIVE_PHASES | {RolloutPhase.GUARDING}                         # analysis runs
+PROMOTED_PHASES = frozenset({RolloutPhase.PROMOTED, RolloutPhase.GUARDING})
 
 
 class InvalidCommand(BadRequest):
@@ -53,7 +64,12 @@ class InvalidCommand(BadRequest):
 
 @dataclass(frozen=True)
 class RolloutStatus:
-    """Everything the controller must remember across ticks and restarts."""
+    """Everything the controller must remember across ticks and restarts.
+
+    ``teacher`` is the reference, ``student`` the candidate, ``stable`` the variant serving
+    the non-canary traffic (``""`` = the teacher) and ``previous_stable`` the variant a
+    promoted stable student replaced (where a guard rollback returns the traffic).
+    """
 
     teacher: str
     student: str
@@ -73,13 +89,37 @@ class RolloutStatus:
     last_verdict: str | None = None
     rollbacks: int = 0
     last_error: str = ""  # the last observation/apply error (the next tick retries)
+    stable: str = ""
+    previous_stable: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.stable:  # statuses stored before the stable variant existed: the teacher
+            object.__setattr__(self, "stable", self.teacher)
+
+    @property
+    def candidate(self) -> str:
+        """The student being rolled out (after its promotion also the stable variant)."""
+        return self.student
+
+    @property
+    def reference(self) -> str:
+        """What agreement, KL and output drift are measured against: the teacher."""
+        return self.teacher
+
+    @property
+    def promoted(self) -> bool:
+        """True once the candidate is the stable variant (Guarding, Promoted, or paused there)."""
+        return self.stable == self.student
 
     def weights(self) -> dict[str, float]:
-        """The traffic split this status stands for (percent per variant)."""
-        return {self.teacher: round(100.0 - self.weight, 1), self.student: self.weight}
+        """The split this status stands for: stable 100 - w, candidate w, the teacher 0 unless stable."""
+        split = {self.teacher: 0.0, self.stable: round(100.0 - self.weight, 1)}
+        split[self.student] = self.weight  # after the promotion the candidate is the stable one
+        return split
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["candidate"], data["reference"] = self.candidate, self.reference
         data["phase"] = self.phase.value
         data["paused_from"] = self.paused_from.value if self.paused_from else None
         data["failing"] = [g.to_dict() for g in self.failing]
@@ -88,8 +128,9 @@ class RolloutStatus:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RolloutStatus":
+        names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{
-            **data,
+            **{k: v for k, v in data.items() if k in names},  # derived keys (candidate, reference) dropped
             "phase": RolloutPhase(data["phase"]),
             "paused_from": RolloutPhase(data["paused_from"]) if data.get("paused_from") else None,
             "failing": tuple(GateResult.from_dict(g) for g in data.get("failing", ())),
@@ -97,82 +138,7 @@ class RolloutStatus:
         })
 
 
-@dataclass(frozen=True)
-class SetWeights:
-    """Set the live traffic split (percent per variant; other variants keep 0)."""
-
-    weights: dict[str, float]
-    reason: str
-
-
-@dataclass(frozen=True)
-class Notify:
-    """Post ``payload`` (Alertmanager- and Slack-compatible JSON) to the webhook."""
-
-    event: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class WriteEvidence:
-    """Write an evidence bundle (gate values over time, config, recent disagreements)."""
-
-    kind: str  # rollback | promotion | abort
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True)
-class RecordCheck:
-    """Append one analysis check to the history (for evidence and the timeline)."""
-
-    at: float
-    phase: str
-    step_index: int
-    weight: float
-    verdict: str
-    decision: str
-    gates: tuple[GateResult, ...]
-    window: Window
-    observations: dict[str, Any] = field(default_factory=dict)
-
-
-Action = SetWeights | Notify | WriteEvidence | RecordCheck
 Transition = tuple[RolloutStatus, list[Action]]  # what every transition returns
-
-
-SEVERITY = {"rolled_back": "critical", "aborted": "warning"}
-RESOLVED_EVENTS = frozenset({"promoted", "resumed"})
-
-
-def _rfc3339(epoch_s: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def notification(status: dict[str, Any], *, event: str, summary: str, now: float) -> dict[str, Any]:
-    """Webhook body readable by Alertmanager receivers (``alerts``, ``status``) and Slack (``text``).
-
-    >>> body = notification({"student": "s", "teacher": "t", "phase": "RolledBack", "weight": 0.0},
-    ...                     event="rolled_back", summary="agreement failed", now=0.0)
-    >>> body["alerts"][0]["labels"]["alertname"], body["text"][:31]
-    ('KdgateRolloutRolledBack', ':rotating_light: kdgate rollout')
-    """
-    severity = SEVERITY.get(event, "info")
-    state = "resolved" if event in RESOLVED_EVENTS else "firing"
-    alertname = "KdgateRollout" + "".join(part.capitalize() for part in event.split("_"))
-    labels = {"alertname": alertname, "severity": severity, "variant": status["student"],
-              "teacher": status["teacher"], "phase": status["phase"]}
-    icon = {"critical": ":rotating_light:", "warning": ":warning:"}.get(severity, ":information_source:")
-    text = (f"{icon} kdgate rollout of {status['student']} ({event}): {summary} "
-            f"[phase {status['phase']}, student weight {status['weight']:g} %]")
-    alert = {"status": state, "labels": labels,
-             "annotations": {"summary": summary, "description": text},
-             "startsAt": _rfc3339(now), "endsAt": _rfc3339(now) if state == "resolved" else "0001-01-01T00:00:00Z",
-             "generatorURL": "", "fingerprint": f"kdgate-{status['student']}-{event}"}
-    return {"version": "4", "groupKey": f"kdgate-rollout-{status['student']}", "status": state,
-            "receiver": "kdgate", "groupLabels": {"alertname": alertname}, "commonLabels": labels,
-            "commonAnnotations": alert["annotations"], "externalURL": "", "alerts": [alert],
-            "text": text, "kdgate": {"event": event, "status": status}}
 
 
 def _step_at_or_below(spec: RolloutSpec, weight: float) -> int:
@@ -188,28 +154,34 @@ def _notify(status: RolloutStatus, event: str, summary: str, now: float) -> Noti
 
 
 def start(spec: RolloutSpec, *, teacher: str, student: str, now: float,
-          student_version: str = "") -> Transition:
-    """A new rollout at the first step (the weights are set to it)."""
+          student_version: str = "", stable: str | None = None) -> Transition:
+    """A new rollout of ``student`` at the first step, taking its share from ``stable`` (default: the teacher)."""
     weight = spec.step_weights()[0]
-    status = RolloutStatus(teacher=teacher, student=student, student_version=student_version,
+    stable = stable if stable and stable != student else teacher
+    status = RolloutStatus(teacher=teacher, student=student, student_version=student_version, stable=stable,
                            phase=_phase_for(spec, 0), step_index=0, weight=weight, started_at=now,
-                           step_started_at=now, updated_at=now, reason="rollout started")
-    return status, [SetWeights(status.weights(), "rollout started"), _notify(status, "started", "rollout started", now)]
+                           step_started_at=now, updated_at=now, reason=f"rollout started (stable: {stable})")
+    return status, [SetWeights(status.weights(), status.reason), _notify(status, "started", status.reason, now)]
 
 
 def check_due(spec: RolloutSpec, status: RolloutStatus, now: float) -> bool:
-    """True when the rollout is active and ``interval_s`` passed since the last check."""
-    if status.phase not in ACTIVE_PHASES:
+    """True when analysis runs in this phase and its interval passed since the last check."""
+    if status.phase not in CHECKED_PHASES:
         return False
     last = status.last_check_at if status.last_check_at is not None else status.step_started_at
-    return now - last >= spec.interval_s
+    interval = spec.guard.interval_s if status.phase is RolloutPhase.GUARDING else spec.interval_s
+    return now - last >= interval
 
 
 def analysis_window(spec: RolloutSpec, status: RolloutStatus, now: float) -> Window:
-    """Since the step began, at most ``lookback_s`` back."""
+    """Since the step (or the guard) began, at most ``lookback_s`` back."""
     start_at = status.step_started_at
-    if spec.lookback_s is not None:
-        start_at = max(start_at, now - spec.lookback_s)
+    if status.phase is RolloutPhase.GUARDING:
+        lookback = spec.guard.lookback_s or spec.guard.interval_s
+    else:
+        lookback = spec.lookback_s
+    if lookback is not None:
+        start_at = max(start_at, now - lookback)
     return Window(start_at, now)
 
 
@@ -219,23 +191,24 @@ def _describe_failures(failing: list[GateResult]) -> str:
 
 def step(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
          now: float) -> Transition:
-    """One analysis check: advance, wait, count a failure, promote or roll back."""
-    if status.phase not in ACTIVE_PHASES:
+    """One analysis check: advance, wait, count a failure, promote, guard or roll back."""
+    if status.phase not in CHECKED_PHASES:
         return status, []
-    final = status.step_index + 1 == len(spec.steps) - 1
-    gates = evaluate_gates(spec, observations, final_promotion=final)
+    guarding = status.phase is RolloutPhase.GUARDING
+    final = not guarding and status.step_index + 1 == len(spec.steps) - 1
+    gates = evaluate_gates(_check_policy(spec, status), observations, final_promotion=final)
     outcome = verdict(gates)
     status = dataclasses.replace(status, last_check_at=now, updated_at=now, last_gates=tuple(gates),
                                  last_verdict=outcome.value)
     failing = [g for g in gates if g.status is GateStatus.FAILED]
-    if outcome is CheckVerdict.WAITING and now - status.step_started_at >= spec.deadline_s:
+    if outcome is CheckVerdict.WAITING and not guarding and now - status.step_started_at >= spec.deadline_s:
         waiting = [g for g in gates if g.status is GateStatus.NO_DATA]
         outcome, failing = CheckVerdict.FAILED, waiting
         reason = "no data before the step deadline: " + "; ".join(f"{g.name}: {g.detail}" for g in waiting)
     else:
         reason = _describe_failures(failing)
     if outcome is CheckVerdict.PASSED:
-        new, actions = _advance(spec, status, now)
+        new, actions = _guard_passed(status) if guarding else _advance(spec, status, now)
     elif outcome is CheckVerdict.FAILED:
         new, actions = _count_failure(spec, status, failing, reason, now)
     else:
@@ -246,23 +219,50 @@ def step(spec: RolloutSpec, status: RolloutStatus, observations: Observations,
     return new, [record, *actions]
 
 
+def _check_policy(spec: RolloutSpec, status: RolloutStatus) -> RolloutSpec:
+    """The spec a check judges with: the guard's sample minimum in Guarding; the stable-agreement
+    gate only while another student is the stable variant."""
+    if status.phase is RolloutPhase.GUARDING:
+        spec = spec.model_copy(update={"min_samples": spec.guard.min_samples})
+    if spec.gates.stable_agreement.enabled and status.stable in (status.teacher, status.student):
+        off = spec.gates.stable_agreement.model_copy(update={"enabled": False})
+        spec = spec.model_copy(update={"gates": spec.gates.model_copy(update={"stable_agreement": off})})
+    return spec
+
+
+def _guard_passed(status: RolloutStatus) -> Transition:
+    reason = f"guard passed: {status.stable} keeps 100 %"
+    return dataclasses.replace(status, consecutive_failures=0, failing=(), reason=reason), []
+
+
 def _advance(spec: RolloutSpec, status: RolloutStatus, now: float) -> Transition:
     index = status.step_index + 1
     weight = spec.step_weights()[index]
     if index == len(spec.steps) - 1:
-        return _promoted(status, now, "all gates passed at every step")
+        return _promoted(spec, status, now, "all gates passed at every step")
     reason = f"gates passed at {status.weight:g} %: advanced to {weight:g} %"
     new = dataclasses.replace(status, phase=RolloutPhase.PROGRESSING, step_index=index, weight=weight,
                               step_started_at=now, consecutive_failures=0, reason=reason, failing=())
     return new, [SetWeights(new.weights(), reason)]
 
 
-def _promoted(status: RolloutStatus, now: float, reason: str) -> Transition:
-    new = dataclasses.replace(status, phase=RolloutPhase.PROMOTED, weight=100.0, step_started_at=now,
-                              updated_at=now, consecutive_failures=0, paused_from=None,
-                              reason=f"promoted to 100 %: {reason}", failing=())
+def _promoted(spec: RolloutSpec, status: RolloutStatus, now: float, reason: str) -> Transition:
+    """The candidate takes 100 % and becomes the stable variant; the one it replaced is kept."""
+    previous = status.previous_stable if status.promoted else status.stable
+    phase = RolloutPhase.GUARDING if spec.guard.enabled else RolloutPhase.PROMOTED
+    new = dataclasses.replace(status, phase=phase, weight=100.0, step_index=len(spec.steps) - 1,
+                              stable=status.student, previous_stable=previous, step_started_at=now,
+                              last_check_at=None, updated_at=now, consecutive_failures=0, paused_from=None,
+                              reason=f"promoted to 100 %: {reason} (replacing {previous})", failing=())
     return new, [SetWeights(new.weights(), new.reason), _notify(new, "promoted", new.reason, now),
                  WriteEvidence("promotion", new.reason, now)]
+
+
+def _demoted(status: RolloutStatus) -> RolloutStatus:
+    """A promoted candidate leaving 100 %: the variant it replaced is the stable one again."""
+    if not status.promoted:
+        return status
+    return dataclasses.replace(status, stable=status.previous_stable or status.teacher, previous_stable="")
 
 
 def _count_failure(spec: RolloutSpec, status: RolloutStatus, failing: list[GateResult], reason: str,
@@ -276,23 +276,35 @@ def _count_failure(spec: RolloutSpec, status: RolloutStatus, failing: list[GateR
 
 
 def rollback(spec: RolloutSpec, status: RolloutStatus, now: float, reason: str) -> Transition:
-    """Student to 0 % (or one step back); RolledBack until a person acts."""
-    index = 0 if spec.rollback_mode == "zero" else max(status.step_index - 1, 0)
-    weight = 0.0 if spec.rollback_mode == "zero" else spec.step_weights()[index]
-    text = f"rolled back from {status.weight:g} % to {weight:g} %: {reason}"
+    """Candidate to 0 % (or one step back) on the stable variant; RolledBack until a person acts.
+
+    A promoted (guarded) student goes to 0 % and the variant it replaced takes 100 % again.
+    """
+    guard = status.promoted
+    zero = guard or spec.rollback_mode == "zero"
+    index = 0 if zero else max(status.step_index - 1, 0)
+    weight = 0.0 if zero else spec.step_weights()[index]
+    status = _demoted(status)
+    if guard:
+        event, text = "guard_rolled_back", (f"guard rolled {status.student} back from 100 % to 0 %, "
+                                            f"{status.stable} serves 100 %: {reason}")
+    else:
+        event, text = "rolled_back", f"rolled back from {status.weight:g} % to {weight:g} %: {reason}"
     new = dataclasses.replace(status, phase=RolloutPhase.ROLLED_BACK, step_index=index, weight=weight,
                               updated_at=now, step_started_at=now, reason=text, rollbacks=status.rollbacks + 1)
-    return new, [SetWeights(new.weights(), text), _notify(new, "rolled_back", text, now),
+    return new, [SetWeights(new.weights(), text), _notify(new, event, text, now),
                  WriteEvidence("rollback", text, now)]
 
 
 def realign(spec: RolloutSpec, status: RolloutStatus) -> RolloutStatus:
     """The status under a changed spec: the step index follows the current weight.
 
-    The weight itself never moves on a spec change; the next check decides from there.
+    The weight itself never moves on a spec change; the next check decides from there. A
+    promoted student is guarded or not as the new spec's ``guard.enabled`` says.
     """
-    if status.phase is RolloutPhase.PROMOTED:
-        return status
+    if status.phase in PROMOTED_PHASES:
+        phase = RolloutPhase.GUARDING if spec.guard.enabled else RolloutPhase.PROMOTED
+        return dataclasses.replace(status, phase=phase, step_index=len(spec.steps) - 1)
     index = _step_at_or_below(spec, status.weight)
     phase = status.phase
     if phase in ACTIVE_PHASES:
@@ -303,15 +315,15 @@ def realign(spec: RolloutSpec, status: RolloutStatus) -> RolloutStatus:
 # --- manual commands (the admin API calls these, audits them and persists the result) ---
 
 def promote(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
-    """Skip the remaining gates: student to 100 %, phase Promoted."""
-    if status.phase is RolloutPhase.PROMOTED:
+    """Skip the remaining gates: candidate to 100 %, the stable variant (phase Guarding)."""
+    if status.phase in PROMOTED_PHASES:
         raise InvalidCommand("the student is already promoted")
-    return _promoted(status, now, f"manual promotion by {actor}")
+    return _promoted(spec, status, now, f"manual promotion by {actor}")
 
 
 def pause(status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
-    """Hold the current weights; no checks until :func:`resume`."""
-    if status.phase not in ACTIVE_PHASES:
+    """Hold the current weights; no checks (canary or guard) until :func:`resume`."""
+    if status.phase not in CHECKED_PHASES:
         raise InvalidCommand(f"cannot pause a rollout in phase {status.phase.value}")
     reason = f"paused by {actor} at {status.weight:g} %"
     new = dataclasses.replace(status, phase=RolloutPhase.PAUSED, paused_from=status.phase, updated_at=now,
@@ -322,40 +334,41 @@ def pause(status: RolloutStatus, now: float, actor: str = "operator") -> Transit
 def resume(spec: RolloutSpec, status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
     """Restart the analysis at the step at or below the current weight, with fresh counters.
 
-    Works from Paused, RolledBack and Aborted (a person decided to try again).
+    Works from Paused, RolledBack and Aborted (a person decided to try again); at 100 % the
+    student is promoted (guarded) again.
     """
-    if status.phase in ACTIVE_PHASES or status.phase is RolloutPhase.PROMOTED:
+    if status.phase in CHECKED_PHASES or status.phase is RolloutPhase.PROMOTED:
         raise InvalidCommand(f"cannot resume a rollout in phase {status.phase.value}")
     weights = spec.step_weights()
     index = _step_at_or_below(spec, status.weight)
     if index == len(weights) - 1:
-        return _promoted(status, now, f"resumed at 100 % by {actor}")
+        return _promoted(spec, status, now, f"resumed at 100 % by {actor}")
     reason = f"resumed by {actor} at {weights[index]:g} %"
-    new = dataclasses.replace(status, phase=_phase_for(spec, index), step_index=index, weight=weights[index],
-                              step_started_at=now, updated_at=now, last_check_at=None, consecutive_failures=0,
-                              paused_from=None, reason=reason, failing=())
+    new = dataclasses.replace(_demoted(status), phase=_phase_for(spec, index), step_index=index,
+                              weight=weights[index], step_started_at=now, updated_at=now, last_check_at=None,
+                              consecutive_failures=0, paused_from=None, reason=reason, failing=())
     return new, [SetWeights(new.weights(), reason), _notify(new, "resumed", reason, now)]
 
 
 def abort(status: RolloutStatus, now: float, actor: str = "operator") -> Transition:
-    """Stop the rollout: student to 0 %, phase Aborted."""
+    """Stop the rollout: candidate to 0 % (the stable variant, or the one it replaced, takes 100 %)."""
     if status.phase is RolloutPhase.ABORTED:
         raise InvalidCommand("the rollout is already aborted")
     reason = f"aborted by {actor} at {status.weight:g} %"
-    new = dataclasses.replace(status, phase=RolloutPhase.ABORTED, step_index=0, weight=0.0, updated_at=now,
-                              paused_from=None, reason=reason)
+    new = dataclasses.replace(_demoted(status), phase=RolloutPhase.ABORTED, step_index=0, weight=0.0,
+                              updated_at=now, paused_from=None, reason=reason)
     return new, [SetWeights(new.weights(), reason), _notify(new, "aborted", reason, now),
                  WriteEvidence("abort", reason, now)]
 
 
 def set_weight(spec: RolloutSpec, status: RolloutStatus, weight: float, now: float,
                actor: str = "operator") -> Transition:
-    """Put the student at ``weight`` percent and pause there (resume continues from the step below)."""
+    """Put the candidate at ``weight`` percent and pause there (resume continues from the step below)."""
     if not 0 <= weight <= 100 or abs(round(weight * 10) - weight * 10) > 1e-6:
         raise InvalidCommand(f"weight {weight} must be within 0..100 in steps of 0.1")
     index = _step_at_or_below(spec, weight)
     reason = f"weight set to {weight:g} % by {actor}"
     paused_from = status.paused_from or (status.phase if status.phase in ACTIVE_PHASES else _phase_for(spec, index))
-    new = dataclasses.replace(status, phase=RolloutPhase.PAUSED, paused_from=paused_from, weight=float(weight),
-                              step_index=index, updated_at=now, reason=reason)
+    new = dataclasses.replace(_demoted(status), phase=RolloutPhase.PAUSED, paused_from=paused_from,
+                              weight=float(weight), step_index=index, updated_at=now, reason=reason)
     return new, [SetWeights(new.weights(), reason), _notify(new, "weight_set", reason, now)]

@@ -131,6 +131,8 @@ class Observations:
     input_bins: Sequence[Sequence[float]] = ()
     input_reference: Sequence[Sequence[float]] | None = None
     input_reference_rows: float | None = None
+    stable_compared: int = 0     # rows the candidate answered next to a stable student
+    stable_agreements: int = 0
 
     @property
     def agreement_rate(self) -> float | None:
@@ -181,7 +183,7 @@ class Observations:
 
     def _additive(self) -> dict[str, Any]:
         names = ("compared", "agreements", "kl_sum", "requests", "errors", "inferences",
-                 "cost_usd", "latency", "class_counts", "input_bins")
+                 "cost_usd", "latency", "class_counts", "input_bins", "stable_compared", "stable_agreements")
         return {n: getattr(self, n) for n in names}
 
     def minus(self, earlier: "Observations") -> "Observations":
@@ -246,7 +248,11 @@ def from_window_snapshot(snapshot: Mapping[str, Any], reference: Mapping[str, An
     teacher, student = _pair(snapshot, teacher, student)
     fractions, rows = input_reference(reference)
     variants = snapshot.get("variants", {})
-    pair = snapshot.get("comparisons", {}).get(teacher, {}).get(student, {})
+    comparisons = snapshot.get("comparisons", {})
+    pair = comparisons.get(teacher, {}).get(student, {})
+    # The candidate vs a stable student (only one student is stable at a time).
+    vs_stable = [by_student[student] for other, by_student in comparisons.items()
+                 if other != teacher and student in by_student]
     prices = usd_per_hour or {}
     bins: list[Any] = []
     for entry in variants.values():  # inputs are the same traffic whoever answered them
@@ -264,6 +270,8 @@ def from_window_snapshot(snapshot: Mapping[str, Any], reference: Mapping[str, An
         class_counts={v: list(e.get("class_counts", [])) for v, e in variants.items()},
         input_bins=tuple(tuple(row) for row in bins),
         input_reference=fractions, input_reference_rows=rows,
+        stable_compared=int(sum(p.get("compared", 0) for p in vs_stable)),
+        stable_agreements=int(sum(p.get("agreements", 0) for p in vs_stable)),
     )
 
 

@@ -1,10 +1,13 @@
 """The rollout policy: one pydantic model, embedded in the gateway config as ``rollout:``.
 
-A rollout moves live traffic from the teacher to one student through ``steps`` (percent of
-live traffic for the student; ``"shadow"`` = 0 % live, the student only answers in shadow).
+A rollout moves live traffic from the *stable* variant (the teacher at first, then the last
+promoted student) to the *candidate* student through ``steps`` (percent of live traffic for
+the candidate; ``"shadow"`` = 0 % live, the student only answers in shadow).
 Every ``interval_s`` the controller checks the gates over the traffic seen since the step
 began; a passing check with enough samples advances one step, ``failure_threshold`` failing
-checks in a row roll the student back. The move to the last step (100 %) is the promotion.
+checks in a row roll the student back. The move to the last step (100 %) is the promotion;
+the promoted student becomes the stable one and is guarded from then on (``guard``).
+Agreement, KL and output drift are always measured against the teacher (the *reference*).
 
 Example (YAML under the gateway config)::
 
@@ -17,6 +20,7 @@ Example (YAML under the gateway config)::
         agreement: {min_lower_bound: 0.92}
         latency: {max_p99_s: 0.05, max_ratio_to_teacher: 1.0}
         cost: {enabled: true, max_ratio_to_teacher: 0.5}
+      guard: {shadow_fraction: 0.02, interval_s: 60, min_samples: 200}
       webhook_url: https://hooks.slack.com/services/T000/B000/XXX
 """
 from __future__ import annotations
@@ -45,6 +49,16 @@ class AgreementGate(BaseModel):
     confidence: float = Field(
         0.95, gt=0.5, lt=1, description="Two-sided confidence level of the Wilson interval."
     )
+
+
+class StableAgreementGate(AgreementGate):
+    """Top-1 agreement of the candidate with the stable student (e.g. v2 with v1), Wilson lower bound.
+
+    Judged only while the stable variant is a student, on the rows it served that were also
+    mirrored to the candidate (``shadow.fraction`` of them; the embedded source only).
+    """
+
+    enabled: bool = Field(False, description="Check this gate while a student is the stable variant.")
 
 
 class KLGate(BaseModel):
@@ -135,6 +149,9 @@ class GatesSpec(BaseModel):
 
     model_config = _forbid_extra()
     agreement: AgreementGate = Field(default_factory=AgreementGate, description="Agreement gate.")
+    stable_agreement: StableAgreementGate = Field(
+        default_factory=StableAgreementGate, description="Agreement with the stable student (off by default)."
+    )
     kl: KLGate = Field(default_factory=KLGate, description="Mean KL divergence gate.")
     latency: LatencyGate = Field(default_factory=LatencyGate, description="Latency gate.")
     error_rate: ErrorRateGate = Field(default_factory=ErrorRateGate, description="Error-rate gate.")
@@ -143,6 +160,29 @@ class GatesSpec(BaseModel):
     )
     input_drift: InputDriftGate = Field(default_factory=InputDriftGate, description="Input drift gate.")
     cost: CostGate = Field(default_factory=CostGate, description="Cost gate for the final promotion.")
+
+
+class GuardSpec(BaseModel):
+    """Watching the promoted (stable) student for as long as it serves: the Guarding phase.
+
+    The teacher answers ``shadow_fraction`` of the stable student's live requests in shadow;
+    every ``interval_s`` the same gates as the canary judge the last ``lookback_s`` of
+    traffic, and ``failure_threshold`` failed checks in a row roll the student back to the
+    variant it replaced. A gate without ``min_samples`` waits: no data never rolls back.
+    """
+
+    model_config = _forbid_extra()
+    enabled: bool = Field(True, description="Guard the promoted student (phase Guarding); false: Promoted, unwatched.")
+    shadow_fraction: float = Field(
+        0.02, ge=0, le=1, description="Share of the stable student's live requests also answered by the teacher."
+    )
+    interval_s: float = Field(60.0, gt=0, description="Seconds between guard checks.")
+    lookback_s: float | None = Field(
+        None, gt=0, description="A guard check judges this many seconds back (None: one interval)."
+    )
+    min_samples: int = Field(
+        200, ge=1, description="Samples (comparisons, requests, input rows) a gate needs to judge in a guard check."
+    )
 
 
 class PrometheusSpec(BaseModel):
@@ -161,7 +201,8 @@ class RolloutSpec(BaseModel):
 
     model_config = _forbid_extra()
     student: str | None = Field(
-        None, description="Variant rolled out (None: the gateway config's only student)."
+        None, description="The candidate: the student rolled out (required with several students; it takes "
+                          "its traffic from the stable variant: the teacher, or the last promoted student)."
     )
     steps: list[Step] = Field(
         default_factory=lambda: list(DEFAULT_STEPS),
@@ -184,6 +225,7 @@ class RolloutSpec(BaseModel):
         "zero", description="On rollback: student weight to 0 %, or back to the previous step."
     )
     gates: GatesSpec = Field(default_factory=GatesSpec, description="Analysis gates.")
+    guard: GuardSpec = Field(default_factory=GuardSpec, description="Checks of the student after its promotion.")
     source: Literal["embedded", "prometheus"] = Field(
         "embedded", description="Observations from in-process aggregates or from Prometheus."
     )

@@ -47,7 +47,7 @@ def test_demo_promotes_v1_and_rolls_back_v2(tmp_path):
     report_dir = models / "demo-report"
     report = json.loads((report_dir / "report.json").read_text())
     outcomes = {row["stage"]: row["outcome"] for row in report["stages"]}
-    assert outcomes == {"good": "Promoted", "bad": "RolledBack"}, output[-3000:]
+    assert outcomes == {"good": "Guarding", "bad": "RolledBack"}, output[-3000:]
     assert [row["failures"] for row in report["stages"]] == [0, 0]
     assert all(row["requests"] > 0 for row in report["stages"])
     good, bad = report["stages"]

@@ -42,8 +42,10 @@ def _operator_steers_it_with_the_cli(url: str, token_file) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["phase"] == "Paused"
     wait_for_student_weight(url, 50.0)
-    result = _kdgate("rollout", "status", *auth)
+    result = _kdgate("rollout", "status", "--json", *auth)
     assert result.exit_code == 0 and json.loads(result.output)["status"]["weight"] == 50.0, result.output
+    text = _kdgate("rollout", "status", *auth).output
+    assert "phase      Paused" in text and "stable     teacher" in text and "student 50 %" in text, text
     result = _kdgate("rollout", "abort", *auth)
     assert result.exit_code == 0, result.output
     wait_for_student_weight(url, 0.0)
@@ -86,7 +88,7 @@ def test_hosted_rollout_promotes_an_agreeing_student_step_by_step(serve_instance
             seen_weights.add(httpx.get(f"{url}/admin/split", headers=AUTH, timeout=10).json()["weights"]["student"])
             status = httpx.get(f"{url}/admin/rollout", headers=AUTH, timeout=10).json()["status"]
             phase = status["phase"]
-            if phase == "Promoted" and 100.0 in seen_weights:
+            if phase == "Guarding" and 100.0 in seen_weights:
                 break
             time.sleep(0.5)
         bad = httpx.post(f"{url}/admin/rollout/resume", headers=AUTH, timeout=10)
@@ -96,7 +98,7 @@ def test_hosted_rollout_promotes_an_agreeing_student_step_by_step(serve_instance
         stop.set()
         worker.join()
         serve.delete("rollout")
-    assert phase == "Promoted", f"{seen_weights} {status}"
+    assert phase == "Guarding", f"{seen_weights} {status}"
     assert {10.0, 50.0, 100.0} <= seen_weights
     assert failures == []
 

@@ -98,7 +98,7 @@ def test_controller_in_serve_promotes_rolls_back_and_survives_restart(serve_inst
     weights = {"teacher": 100.0, "student": 0.0}
     replicas = {"r1": WindowStats(), "r2": WindowStats()}
     history = _play_replicas(handle, replicas, weights, noise=0.05, rng=rng, seconds=8)
-    assert ("Promoted", 100.0) in history, history[-5:]
+    assert ("Guarding", 100.0) in history, history[-5:]   # promoted, and guarded from then on
     assert [w for _, w in history] == sorted(w for _, w in history)   # never moved backwards
 
     # A new student version = a new rollout (fresh state), which goes bad at 10 %. The cost

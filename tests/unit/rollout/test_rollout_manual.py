@@ -44,7 +44,7 @@ def test_rolled_back_student_stays_until_resume_restarts_from_shadow():
 
 def test_promote_skips_the_gates():
     status, actions = sm.promote(SPEC, started(), 10, actor="bob")
-    assert (status.phase, status.weight) == (RolloutPhase.PROMOTED, 100.0)
+    assert (status.phase, status.weight) == (RolloutPhase.GUARDING, 100.0)
     assert [a.weights for a in actions if isinstance(a, SetWeights)] == [{TEACHER: 0.0, STUDENT: 100.0}]
     with pytest.raises(InvalidCommand):
         sm.promote(SPEC, status, 20)

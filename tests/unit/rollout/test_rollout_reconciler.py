@@ -70,7 +70,7 @@ def run_ticks(rec, clock, seconds, every=15):
 def test_healthy_rollout_promotes_and_writes_evidence(tmp_path):
     rec, clock, weights, notes = make(tmp_path)
     status = run_ticks(rec, clock, 5 * 60)
-    assert status.phase is RolloutPhase.PROMOTED
+    assert status.phase is RolloutPhase.GUARDING
     assert [w[STUDENT] for w in weights.calls] == [0.0, 5.0, 10.0, 25.0, 50.0, 100.0]
     assert [n["kdgate"]["event"] for n in notes.calls] == ["started", "promoted"]
     bundle_dir = next((tmp_path / "evidence").iterdir())

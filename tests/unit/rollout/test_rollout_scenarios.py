@@ -10,8 +10,9 @@ from gateway.rollout.core import machine as sm
 from gateway.rollout.core.machine import Notify, RecordCheck, RolloutPhase, SetWeights, WriteEvidence
 from gateway.rollout.core.spec import RolloutSpec
 
-SHADOWING, PROGRESSING, PROMOTED, ROLLED_BACK = (
-    RolloutPhase.SHADOWING, RolloutPhase.PROGRESSING, RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK)
+SHADOWING, PROGRESSING, PROMOTED, GUARDING, ROLLED_BACK = (
+    RolloutPhase.SHADOWING, RolloutPhase.PROGRESSING, RolloutPhase.PROMOTED, RolloutPhase.GUARDING,
+    RolloutPhase.ROLLED_BACK)
 SPEC = RolloutSpec(interval_s=60, min_samples=200, failure_threshold=2, deadline_s=300)
 
 
@@ -39,11 +40,11 @@ def test_healthy_student_promotes_through_every_step():
         (60, HEALTHY, PROGRESSING, 10.0),
         (60, HEALTHY, PROGRESSING, 25.0),
         (60, HEALTHY, PROGRESSING, 50.0),
-        (60, HEALTHY, PROMOTED, 100.0),
-        (60, LOW_AGREEMENT, PROMOTED, 100.0),  # promoted is final: no more checks
+        (60, HEALTHY, GUARDING, 100.0),    # promoted: the student is the stable variant, guarded
     ])
     assert weights_set(actions) == [0.0, 5.0, 10.0, 25.0, 50.0, 100.0]
     assert status.weights() == {TEACHER: 0.0, STUDENT: 100.0}
+    assert (status.stable, status.previous_stable) == (STUDENT, TEACHER)
     assert [a.kind for a in actions if isinstance(a, WriteEvidence)] == ["promotion"]
     assert [a.event for a in actions if isinstance(a, Notify)] == ["started", "promoted"]
 
@@ -119,9 +120,19 @@ def test_cost_gate_blocks_only_the_final_promotion():
     status, _ = run_table(spec, [
         (60, pricey, PROGRESSING, 50.0),   # shadow -> 50 %: cost not checked
         (60, pricey, PROGRESSING, 50.0),   # 50 -> 100 %: cost gate fails once
-        (60, HEALTHY, PROMOTED, 100.0),    # cheap again: promoted
+        (60, HEALTHY, GUARDING, 100.0),    # cheap again: promoted (and guarded)
     ])
-    assert status.phase is PROMOTED
+    assert status.phase is GUARDING
+
+
+def test_without_the_guard_promoted_is_final():
+    spec = SPEC.model_copy(update={"steps": ["shadow", 100]})
+    spec.guard.enabled = False
+    status, actions = run_table(spec, [
+        (60, HEALTHY, PROMOTED, 100.0),
+        (600, LOW_AGREEMENT, PROMOTED, 100.0),  # no guard: no more checks
+    ])
+    assert not [a for a in actions if isinstance(a, RecordCheck) and a.phase == "Promoted"]
 
 
 def test_lookback_limits_the_window():

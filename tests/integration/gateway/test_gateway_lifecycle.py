@@ -1,0 +1,203 @@
+"""The rollout lifecycle on real Ray Serve: the guard after promotion, and v2 rolled out while v1 is stable.
+
+The teacher is the reference; ``v1`` is the teacher's own file (it always agrees), ``v2`` an
+unrelated network (it mostly disagrees: a corrupted candidate). Traffic is sticky users
+sending N(0, 1) rows, the distribution of the manifests' training reference.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from gateway_support import (
+    ADMIN_TOKEN, deploy, drifting_traffic, gateway_config, manifest_with_reference, wait_ready,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+GUARD_INTERVAL_S = 3.0
+
+
+def lifecycle_config(onnx_models, tmp_path, *, candidate: str, weights: dict, v2_model: str = "student",
+                     v2_version: str = "v2-1") -> dict:
+    """Teacher (remote), v1 and v2 (colocated); the rollout names ``candidate`` and guards it once promoted."""
+    (tmp_path / "token").write_text(ADMIN_TOKEN)
+    config = gateway_config(onnx_models, tmp_path, admin={"token_file": str(tmp_path / "token")})
+    manifest = manifest_with_reference(onnx_models, tmp_path)
+    student = config["variants"].pop(1)
+    config["variants"] += [
+        {**student, "name": "v1", "model_path": onnx_models["teacher"], "manifest_path": manifest, "version": "v1-1"},
+        {**student, "name": "v2", "model_path": onnx_models[v2_model], "manifest_path": manifest,
+         "version": v2_version},
+    ]
+    config["routing"]["weights"] = weights
+    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0}
+    config["rollout"] = {
+        "student": candidate, "steps": [50, 100], "interval_s": 1.0, "lookback_s": 4.0, "min_samples": 100,
+        "failure_threshold": 2, "deadline_s": 120,
+        # PSI over 40 features on a few hundred rows passes 0.25 by chance now and then; the
+        # drift injected below moves every feature by 3 standard deviations (PSI >> 1).
+        "gates": {"latency": {"enabled": False}, "input_drift": {"max_psi": 0.6}},
+        "guard": {"interval_s": GUARD_INTERVAL_S, "min_samples": 100, "shadow_fraction": 0.3},
+        "state_path": str(tmp_path / "rollout.sqlite"), "evidence_dir": str(tmp_path / "evidence"),
+    }
+    return config
+
+
+def rollout_history(url: str) -> dict:
+    return httpx.get(f"{url}/admin/rollout", headers=AUTH, timeout=10).json()
+
+
+def wait_for(url: str, done, timeout_s: float = 90.0, on_poll=None) -> dict:
+    """Poll ``GET /admin/rollout`` until ``done(history)``; returns the last history."""
+    deadline, history = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        history = rollout_history(url)
+        if on_poll is not None:
+            on_poll(history)
+        if done(history):
+            return history
+        time.sleep(0.2)
+    raise AssertionError(f"timed out: {history.get('status')}")
+
+
+class Traffic:
+    """The drifting-traffic worker in a thread; ``shift[0]`` moves the inputs."""
+
+    def __init__(self, url: str):
+        self.stop, self.shift, self.failures, self.sent = threading.Event(), [0.0], [], []
+        self.thread = threading.Thread(target=drifting_traffic,
+                                       args=(url, self.stop, self.shift, self.failures, self.sent))
+        self.thread.start()
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_drift_after_promotion_makes_the_guard_roll_back_within_two_windows(serve_instance, onnx_models, tmp_path):
+    from ray import serve
+
+    config = lifecycle_config(onnx_models, tmp_path, candidate="v1", weights={"teacher": 100})
+    deploy(config, name="guard", prefix="/guard")
+    url = f"{serve_instance['url']}/guard"
+    wait_ready(url)
+    traffic = Traffic(url)
+    try:
+        guarding = wait_for(url, lambda h: h["status"]["phase"] == "Guarding")
+        assert guarding["status"]["stable"] == "v1" and guarding["split"] == {"teacher": 0.0, "v1": 100.0}
+        first_guard_check = guarding["status"]["last_check_at"]
+        # Drift right after a guard check, so the next guard window sees only drifted inputs.
+        checked = wait_for(url, lambda h: h["status"]["last_check_at"] not in (None, first_guard_check)
+                           and h["status"]["phase"] == "Guarding", timeout_s=6 * GUARD_INTERVAL_S)
+        traffic.shift[0], drift_at = 3.0, time.time()
+        history = wait_for(url, lambda h: h["status"]["phase"] == "RolledBack", timeout_s=10 * GUARD_INTERVAL_S)
+        time.sleep(1.0)   # traffic goes on after the rollback: still no failure
+        split = httpx.get(f"{url}/admin/split", headers=AUTH, timeout=10).json()["weights"]
+    finally:
+        traffic.end()
+        serve.delete("guard")
+    status = history["status"]
+    guard_checks = [c for c in history["checks"] if c["phase"] == "Guarding"]
+    before = [c for c in guard_checks if c["at"] < drift_at]
+    after = [c for c in guard_checks if c["at"] >= drift_at]
+    print(f"guard: {len(before)} checks before the drift ({[c['verdict'] for c in before]}), rolled back "
+          f"{status['updated_at'] - drift_at:.2f} s after it (guard interval {GUARD_INTERVAL_S:g} s) at check "
+          f"{len(after)} after it; {len(traffic.sent)} requests, {len(traffic.failures)} failed")
+    assert checked["status"]["last_verdict"] in ("passed", "waiting") and before
+    assert {c["verdict"] for c in before} <= {"passed", "waiting"}       # healthy traffic: no false alarm
+    assert [c["verdict"] for c in after] == ["failed", "failed"]        # rolled back at the 2nd window
+    assert status["stable"] == "teacher" and status["reason"].startswith("guard rolled v1 back")
+    assert "input_drift" in status["reason"], status["reason"]
+    assert split == {"teacher": 100.0, "v1": 0.0, "v2": 0.0}
+    # The teacher answered the guard's share of v1's live traffic in shadow (not all of it).
+    observed = [c["observations"] for c in after]
+    compared, rows = sum(o["compared"] for o in observed), sum(sum(o["input_bins"][0]) for o in observed)
+    assert 0 < compared < 0.6 * rows, (compared, rows)
+    assert traffic.failures == []
+    assert {p.name.split("-")[1] for p in (tmp_path / "evidence").iterdir()} == {"promotion", "rollback"}
+
+
+def test_v2_takes_its_traffic_from_the_stable_v1_and_a_rollback_leaves_v1_at_100(
+        serve_instance, onnx_models, tmp_path):
+    from ray import serve
+
+    deploy(lifecycle_config(onnx_models, tmp_path, candidate="v1", weights={"teacher": 100}),
+           name="lifecycle", prefix="/lifecycle")
+    url = f"{serve_instance['url']}/lifecycle"
+    wait_ready(url)
+    traffic, splits = Traffic(url), []
+    try:
+        wait_for(url, lambda h: h["status"]["phase"] == "Guarding")
+        # A new config names v2 as the candidate (v1 serves everything, as the file now says).
+        deploy(lifecycle_config(onnx_models, tmp_path, candidate="v2", weights={"v1": 100}),
+               name="lifecycle", prefix="/lifecycle")
+        wait_ready(url)
+        rolled_back = wait_for(url, lambda h: h["status"]["phase"] == "RolledBack",
+                               on_poll=lambda h: splits.append(h["split_in_force"]))
+        time.sleep(1.5)   # replicas sync within a second
+        after_rollback = httpx.get(f"{url}/admin/split", headers=AUTH, timeout=10).json()["weights"]
+        # A fixed v2 (a new version that agrees) is rolled out next: its promotion makes it stable.
+        deploy(lifecycle_config(onnx_models, tmp_path, candidate="v2", weights={"v1": 100},
+                                v2_model="teacher", v2_version="v2-2"), name="lifecycle", prefix="/lifecycle")
+        wait_ready(url)
+        promoted = wait_for(url, lambda h: h["status"]["phase"] == "Guarding")
+    finally:
+        traffic.end()
+        serve.delete("lifecycle")
+    status = rolled_back["status"]
+    assert (status["candidate"], status["stable"], status["reference"]) == ("v2", "v1", "teacher")
+    assert "agreement" in status["reason"], status["reason"]
+    assert {"teacher": 0.0, "v1": 50.0, "v2": 50.0} in splits, splits[-5:]   # v2's canary came from v1
+    assert all(s["teacher"] == 0.0 for s in splits), splits
+    assert after_rollback == {"teacher": 0.0, "v1": 100.0, "v2": 0.0}
+    final = promoted["status"]
+    assert (final["stable"], final["previous_stable"], final["student_version"]) == ("v2", "v1", "v2-2")
+    assert promoted["split"] == {"teacher": 0.0, "v2": 100.0}   # every other variant: 0
+    print(f"v2 rollout from a stable v1: {len(traffic.sent)} requests, {len(traffic.failures)} failed")
+    assert traffic.failures == []
+
+
+def _shadow_comparisons(onnx_models, tmp_path, config: dict, requests: int = 5) -> dict:
+    """Compared rows per (reference, student) pair after ``requests`` answers of a runtime (no Ray)."""
+    import asyncio
+
+    from gateway_support import onnx_reference
+
+    from gateway.observers import Observers
+    from gateway.runtime import GatewayRuntime
+
+    async def teacher(x):
+        return onnx_reference(onnx_models["teacher"], x)
+
+    runtime = GatewayRuntime(remote_callers={"teacher": teacher}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+
+    async def run():
+        for _ in range(requests):
+            await runtime.answer(onnx_models["x"][:4], {})
+        await asyncio.sleep(0.5)   # the shadow workers finish
+
+    asyncio.run(run())
+    comparisons = runtime._obs.stats.snapshot()["comparisons"]
+    return {(ref, student): pair["compared"] for ref, pairs in comparisons.items() for student, pair in pairs.items()}
+
+
+def test_shadow_compares_the_candidate_and_a_guarded_student_with_the_teacher(onnx_models, tmp_path):
+    # v1 stable at 100 %, v2 the candidate in its shadow step: both are compared with the teacher.
+    config = lifecycle_config(onnx_models, tmp_path, candidate="v2", weights={"v1": 100})
+    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 0.0}
+    both = _shadow_comparisons(onnx_models, tmp_path, config)
+    assert both[("teacher", "v1")] == both[("teacher", "v2")] == both[("v1", "v2")] > 0   # v2 vs v1 too
+    # v1 promoted (the rollout's student at 100 %): the teacher answers the guard's share only.
+    config = lifecycle_config(onnx_models, tmp_path, candidate="v1", weights={"v1": 100})
+    config["shadow"] = {"fraction": 0.0, "canary_compare_fraction": 1.0}
+    config["rollout"]["guard"]["shadow_fraction"] = 0.0
+    assert _shadow_comparisons(onnx_models, tmp_path, config) == {}
+    config["rollout"]["guard"]["shadow_fraction"] = 1.0
+    assert _shadow_comparisons(onnx_models, tmp_path, config)[("teacher", "v1")] > 0
+    config["rollout"]["guard"] = {"enabled": False}   # no guard: the canary's share as before
+    assert _shadow_comparisons(onnx_models, tmp_path, config)[("teacher", "v1")] > 0
