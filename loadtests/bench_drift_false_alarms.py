@@ -71,12 +71,12 @@ class Judge:
 
     CALIBRATION_ALPHA = 0.05
 
-    def __init__(self, reference: dict):
+    def __init__(self, reference: dict, min_samples: int | None = None):
         from gateway.rollout.core.spec import InputDriftGate, RolloutSpec
 
         self.reference = {"reference": reference}
         self.edges = reference["inputs"]["edges"]
-        self.spec = RolloutSpec()
+        self.spec = RolloutSpec() if min_samples is None else RolloutSpec(min_samples=min_samples)
         self.calibration = InputDriftGate(family_alpha=self.CALIBRATION_ALPHA, max_psi=1e-12)
 
     def observe(self, rows: np.ndarray) -> "Observations":
@@ -130,7 +130,7 @@ def healthy_run(judge: Judge, x_test: np.ndarray, rows: int, windows: int, rng: 
 
 
 def shifted_run(judge: Judge, x_test: np.ndarray, std: np.ndarray, rows: int, trials: int,
-                rng: np.random.Generator) -> dict:
+                rng: np.random.Generator, replace: bool = False) -> dict:
     """Share of trials whose first window fails, and whose first ``failure_threshold`` all fail."""
     threshold = judge.spec.failure_threshold
     features = x_test.shape[1]
@@ -139,7 +139,7 @@ def shifted_run(judge: Judge, x_test: np.ndarray, std: np.ndarray, rows: int, tr
         shifted = rng.choice(features, int(round(SHIFT_SHARE * features)), replace=False)
         outcomes = []
         for _ in range(threshold):
-            window = x_test[rng.choice(len(x_test), rows, replace=False)].copy()
+            window = x_test[rng.choice(len(x_test), rows, replace=replace)].copy()
             window[:, shifted] += SHIFT_STD * std[shifted]
             outcomes.append(judge.fails(judge.observe(window)))
         first += outcomes[0]
@@ -151,7 +151,7 @@ def shifted_run(judge: Judge, x_test: np.ndarray, std: np.ndarray, rows: int, tr
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     x_train, x_test, reference = load_split(args.config)
-    judge = Judge(reference)
+    judge = Judge(reference, args.min_samples)
     rng = np.random.default_rng(args.seed)
     sizes = args.rows or [judge.spec.min_samples, 240, 372]
     result = {"config": str(args.config), "train_rows": len(x_train), "test_rows": len(x_test),
@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> dict:
               "min_samples": judge.spec.min_samples, "failure_threshold": judge.spec.failure_threshold,
               "replace": args.with_replacement,
               "healthy": [healthy_run(judge, x_test, n, args.windows, rng, args.with_replacement) for n in sizes],
-              "shifted": [shifted_run(judge, x_test, x_train.std(axis=0), n, args.trials, rng) for n in sizes]}
+              "shifted": [shifted_run(judge, x_test, x_train.std(axis=0), n, args.trials, rng, args.with_replacement)
+                          for n in sizes]}
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=2000, help="healthy windows per window size (>= 500)")
     parser.add_argument("--trials", type=int, default=500, help="shifted trials per window size")
     parser.add_argument("--rows", type=int, nargs="*", help="window sizes (default: min_samples, 240, 372)")
+    parser.add_argument("--min-samples", type=int,
+                        help="the rollout's min_samples (default: RolloutSpec's); smaller windows are no_data")
     parser.add_argument("--with-replacement", action="store_true",
                         help="draw window rows with replacement (a small test set replayed: rows repeat)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the window draws and shifted features")
