@@ -9,7 +9,8 @@ with the real :func:`input_drift_gate` under the rollout's defaults (``RolloutSp
 
 * the false-alarm rate per window and the false-rollback rate (``failure_threshold``
   failing windows in a row roll back; the count starts over after a rollback), with the
-  95 % Wilson upper bound;
+  95 % Wilson upper bound; beside them the calibration (share of windows failing at family
+  alpha 0.05 without the PSI floor) and the rule before issue 11 (worst PSI > 0.25);
 * detection of a +0.5 standard-deviation shift on a random quarter of the features (a new
   quarter per trial): share of trials whose first window fails, and whose first
   ``failure_threshold`` windows all fail (rolled back within that many windows).
@@ -18,9 +19,12 @@ Targets (issue 11): false rollbacks <= 0.2 % of windows; the shift rolled back w
 windows in >= 99 % of trials. The transfer set (``n_unlabeled``) is not generated: neither
 the reference nor the traffic uses it, and the labeled split does not depend on it.
 
-Usage::
+Usage (``make bench-drift`` runs the first)::
 
     .venv/bin/python loadtests/bench_drift_false_alarms.py [--windows 2000] [--trials 500] [--out drift.json]
+    .venv/bin/python loadtests/bench_drift_false_alarms.py --rows 100 --min-samples 100   # smaller windows
+    .venv/bin/python loadtests/bench_drift_false_alarms.py --config distill/configs/tiny.yaml \
+        --with-replacement --min-samples 100 --rows 150 372   # a 100-row test set replayed
 """
 from __future__ import annotations
 
