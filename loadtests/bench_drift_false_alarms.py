@@ -9,7 +9,8 @@ with the real :func:`input_drift_gate` under the rollout's defaults (``RolloutSp
 
 * the false-alarm rate per window and the false-rollback rate (``failure_threshold``
   failing windows in a row roll back; the count starts over after a rollback), with the
-  95 % Wilson upper bound;
+  95 % Wilson upper bound; beside them the calibration (share of windows failing at family
+  alpha 0.05 without the PSI floor) and the rule before issue 11 (worst PSI > 0.25);
 * detection of a +0.5 standard-deviation shift on a random quarter of the features (a new
   quarter per trial): share of trials whose first window fails, and whose first
   ``failure_threshold`` windows all fail (rolled back within that many windows).
@@ -18,9 +19,12 @@ Targets (issue 11): false rollbacks <= 0.2 % of windows; the shift rolled back w
 windows in >= 99 % of trials. The transfer set (``n_unlabeled``) is not generated: neither
 the reference nor the traffic uses it, and the labeled split does not depend on it.
 
-Usage::
+Usage (``make bench-drift`` runs the first)::
 
     .venv/bin/python loadtests/bench_drift_false_alarms.py [--windows 2000] [--trials 500] [--out drift.json]
+    .venv/bin/python loadtests/bench_drift_false_alarms.py --rows 100 --min-samples 100   # smaller windows
+    .venv/bin/python loadtests/bench_drift_false_alarms.py --config distill/configs/tiny.yaml \
+        --with-replacement --min-samples 100 --rows 150 372   # a 100-row test set replayed
 """
 from __future__ import annotations
 
@@ -71,12 +75,12 @@ class Judge:
 
     CALIBRATION_ALPHA = 0.05
 
-    def __init__(self, reference: dict):
+    def __init__(self, reference: dict, min_samples: int | None = None):
         from gateway.rollout.core.spec import InputDriftGate, RolloutSpec
 
         self.reference = {"reference": reference}
         self.edges = reference["inputs"]["edges"]
-        self.spec = RolloutSpec()
+        self.spec = RolloutSpec() if min_samples is None else RolloutSpec(min_samples=min_samples)
         self.calibration = InputDriftGate(family_alpha=self.CALIBRATION_ALPHA, max_psi=1e-12)
 
     def observe(self, rows: np.ndarray) -> "Observations":
@@ -130,7 +134,7 @@ def healthy_run(judge: Judge, x_test: np.ndarray, rows: int, windows: int, rng: 
 
 
 def shifted_run(judge: Judge, x_test: np.ndarray, std: np.ndarray, rows: int, trials: int,
-                rng: np.random.Generator) -> dict:
+                rng: np.random.Generator, replace: bool = False) -> dict:
     """Share of trials whose first window fails, and whose first ``failure_threshold`` all fail."""
     threshold = judge.spec.failure_threshold
     features = x_test.shape[1]
@@ -139,7 +143,7 @@ def shifted_run(judge: Judge, x_test: np.ndarray, std: np.ndarray, rows: int, tr
         shifted = rng.choice(features, int(round(SHIFT_SHARE * features)), replace=False)
         outcomes = []
         for _ in range(threshold):
-            window = x_test[rng.choice(len(x_test), rows, replace=False)].copy()
+            window = x_test[rng.choice(len(x_test), rows, replace=replace)].copy()
             window[:, shifted] += SHIFT_STD * std[shifted]
             outcomes.append(judge.fails(judge.observe(window)))
         first += outcomes[0]
@@ -151,7 +155,7 @@ def shifted_run(judge: Judge, x_test: np.ndarray, std: np.ndarray, rows: int, tr
 def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     x_train, x_test, reference = load_split(args.config)
-    judge = Judge(reference)
+    judge = Judge(reference, args.min_samples)
     rng = np.random.default_rng(args.seed)
     sizes = args.rows or [judge.spec.min_samples, 240, 372]
     result = {"config": str(args.config), "train_rows": len(x_train), "test_rows": len(x_test),
@@ -159,7 +163,8 @@ def run(args: argparse.Namespace) -> dict:
               "min_samples": judge.spec.min_samples, "failure_threshold": judge.spec.failure_threshold,
               "replace": args.with_replacement,
               "healthy": [healthy_run(judge, x_test, n, args.windows, rng, args.with_replacement) for n in sizes],
-              "shifted": [shifted_run(judge, x_test, x_train.std(axis=0), n, args.trials, rng) for n in sizes]}
+              "shifted": [shifted_run(judge, x_test, x_train.std(axis=0), n, args.trials, rng, args.with_replacement)
+                          for n in sizes]}
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=2000, help="healthy windows per window size (>= 500)")
     parser.add_argument("--trials", type=int, default=500, help="shifted trials per window size")
     parser.add_argument("--rows", type=int, nargs="*", help="window sizes (default: min_samples, 240, 372)")
+    parser.add_argument("--min-samples", type=int,
+                        help="the rollout's min_samples (default: RolloutSpec's); smaller windows are no_data")
     parser.add_argument("--with-replacement", action="store_true",
                         help="draw window rows with replacement (a small test set replayed: rows repeat)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the window draws and shifted features")

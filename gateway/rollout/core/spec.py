@@ -121,7 +121,7 @@ class InputDriftGate(BaseModel):
     model_config = _forbid_extra()
     enabled: bool = Field(True, description="Check this gate (needs the manifest's reference).")
     max_psi: float = Field(
-        0.1, gt=0, description="Effect-size floor: a feature counts as drifted only when its PSI exceeds this."
+        0.25, gt=0, description="Effect-size floor: a feature counts as drifted only when its PSI exceeds this."
     )
     family_alpha: float = Field(
         1e-3, gt=0, lt=1,

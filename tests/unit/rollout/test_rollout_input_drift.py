@@ -80,7 +80,7 @@ def test_a_half_std_shift_on_a_quarter_of_the_features_fails_and_is_named():
     named = [int(part.split(":")[0]) for part in result.detail.split("feature ")[1:4]]
     assert set(named) <= set(shifted.tolist()), (named, shifted)
     assert result.detail.startswith(f"worst PSI on {MIN_SAMPLES} rows: feature {named[0]}: ")
-    assert f"of {FEATURES} features drifted (chi-square p < 0.001/{FEATURES} and PSI > 0.1)" in result.detail
+    assert f"of {FEATURES} features drifted (chi-square p < 0.001/{FEATURES} and PSI > {DEFAULT.max_psi:g})" in result.detail
     assert result.value > result.threshold == DEFAULT.max_psi
 
 
