@@ -243,3 +243,45 @@ def embedding_manifest(config: DistillConfig, prep: Prepared, report: dict, expo
                     for name, value in figures.items()},
         "reference": {"outputs": {}},
     }
+
+
+SUMMARY_MODELS = ("teacher", "student", "baseline", "random")
+LABELS = {"teacher": "teacher", "student": "student (distilled)",
+          "baseline": "no teacher: trained on labels", "random": "no teacher: untrained"}
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def summary_text(report: dict) -> str:
+    """The printed figures of an embedding run (quality table, cost figures, acceptance verdicts)."""
+    metrics, seeds = report["metrics"], len(report["per_seed"])
+    widths = [32, 12, 14, 14]
+    lines = [f"embedding distillation, {report['dataset']['name']}: {report['dataset']['n_train']} train + "
+             f"{report['dataset']['n_unlabeled']} transfer texts, {report['dataset']['n_test']} held out; "
+             f"mean of {seeds} seed(s)", "",
+             _row(["model", "cosine", "top-10 overlap", "probe acc."], widths)]
+    for name in SUMMARY_MODELS:
+        if name in metrics:
+            m = metrics[name]
+            lines.append(_row([LABELS[name], f"{m['mean_cosine']:.4f}", f"{m['topk_overlap']:.4f}",
+                               _pct(m.get("probe_accuracy"))], widths))
+    params, latency = report["params"], report["latency_ms_batch1"]
+    teacher_ms = latency.get("teacher", latency.get("teacher_torch"))
+    runtime = "ONNX Runtime" if "teacher" in latency else "PyTorch (teacher not exported)"
+    lines += ["", f"params: teacher {params['teacher']:,}, student {params['student']:,} "
+                  f"(table rows {report['student_architecture']['table_rows']:,})",
+              f"batch-1 latency, 1 thread, {report['latency_tokens']} tokens: teacher {teacher_ms:.3f} ms "
+              f"({runtime}), student {latency['student']:.4f} ms (ONNX Runtime)",
+              f"ONNX parity: " + ", ".join(f"{k} {v['max_abs_diff']:.2e} (tol {v['tolerance']:g})"
+                                          for k, v in report["onnx"].items()), "", "acceptance:"]
+    for name, verdict in report["acceptance"].items():
+        state = "n/a" if verdict["met"] is None else ("met" if verdict["met"] else "NOT met")
+        value = "-" if verdict["value"] is None else f"{verdict['value']:.4g}"
+        lines.append(f"  {name:<28} {value:>10}  (target >= {verdict['target']:g})  {state}")
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import email
+import email.header
 import email.message
 import html
 import json
@@ -104,6 +105,14 @@ def _payload_text(part: email.message.Message) -> str:
     return text
 
 
+def _decoded_header(value) -> str:
+    """A header with its RFC 2047 encoded words (=?utf-8?q?...?=) decoded; raw when malformed."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(str(value or ""))))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return str(value or "")
+
+
 def parse_email(raw: bytes, max_chars: int = 4000) -> str:
     """Subject and body text of one raw RFC 822 message; headers, attachments and HTML tags dropped.
 
@@ -117,7 +126,7 @@ def parse_email(raw: bytes, max_chars: int = 4000) -> str:
     parts = [p for p in message.walk() if p.get_content_maintype() == "text" and p.get_content_disposition() != "attachment"]
     plain = [p for p in parts if p.get_content_type() == "text/plain"]
     body = " ".join(_payload_text(p) for p in (plain or parts))
-    subject = str(message.get("Subject", "") or "")
+    subject = _decoded_header(message.get("Subject", ""))
     return _clean(f"{subject} {body}", max_chars)
 
 
