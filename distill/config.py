@@ -305,6 +305,9 @@ class EmbeddingConfig(_Strict):
 
     mse_weight: float = Field(1.0, ge=0, description="Weight of the MSE term (x embedding width, so it is "
                               "on the cosine term's scale) added to the cosine loss 1 - cos(student, teacher).")
+    token_init: bool = Field(True, description="Start the student's token table from the teacher's embedding "
+                             "of each table token on its own, PCA-projected to the table width (vocabulary "
+                             "distillation); the no-teacher baselines always start random.")
     top_k: int = Field(10, ge=1, le=100, description="Neighbours compared by the nearest-neighbour overlap "
                        "(teacher vs student top-k among the held-out texts).")
     export_teacher: bool = Field(True, description="Export the teacher to ONNX too (parity-checked), so "

@@ -35,7 +35,8 @@ from distill.hf_teacher import HuggingFaceTeacher, load_hf_teacher
 from distill.losses import ClassificationDistillation, EmbeddingDistillation
 from distill.pipeline import Reporter, SilentReporter, Timings, _epoch_bar
 from distill.report import json_safe
-from distill.text_student import WithClassifier, build_text_student, count_trainable, embed_ids
+from distill.text_student import (WithClassifier, build_text_student, count_trainable, embed_ids,
+                                  init_from_token_vectors, table_tokens)
 from distill.textdata import TextDataset, load_text_dataset
 from distill.train import fit
 
@@ -85,6 +86,10 @@ def train_models(config: DistillConfig, prep: Prepared, seed: int, reporter: Rep
     random_model = new_model().eval()
     torch.manual_seed(seed)
     student = new_model()
+    if config.embedding.token_init:
+        token_rows = prep.teacher.token_inputs(table_tokens(student))
+        vectors = SoftLabelCache(config.cache_dir).get_or_compute(prep.teacher, token_rows.astype(np.float32))
+        init_from_token_vectors(student, vectors.logits)
     y_transfer = np.concatenate([prep.ds.y_train, np.full(len(prep.ids["unlabeled"]), UNLABELED, np.int64)])
     fit(student, transfer_ids, y_transfer, transfer_emb, EmbeddingDistillation(config.embedding.mse_weight),
         config.student.train, seed, _epoch_bar(reporter, f"student (seed {seed})", config.student.train.epochs))

