@@ -154,3 +154,23 @@ def test_token_init_makes_the_untrained_student_reproduce_each_tokens_teacher_ve
     np.testing.assert_allclose(out, unit, atol=1e-5)
     mean = (vectors[0] + vectors[1]) / 2
     np.testing.assert_allclose(pair[0], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_summary_says_met_and_not_met_in_plain_words():
+    from distill.embed_pipeline import acceptance, summary_text
+
+    metrics = {"teacher": {"mean_cosine": 1.0, "topk_overlap": 1.0, "probe_accuracy": 0.95},
+               "student": {"mean_cosine": 0.62, "topk_overlap": 0.4, "probe_accuracy": 0.955},
+               "baseline": {"mean_cosine": 0.0, "topk_overlap": 0.05, "probe_accuracy": 0.96},
+               "random": {"mean_cosine": 0.0, "topk_overlap": 0.08, "probe_accuracy": 0.89}}
+    verdicts = acceptance(metrics, {"teacher": 22_000_000, "student": 1_000_000}, {"teacher": 30.0, "student": 0.1})
+    assert [verdicts[k]["met"] for k in ("mean_cosine", "probe_retention", "param_reduction", "speedup_batch1",
+                                         "beats_no_teacher_baseline")] == [False, True, True, True, False]
+    report = {"metrics": metrics, "per_seed": [metrics], "params": {"teacher": 22_000_000, "student": 1_000_000},
+              "dataset": {"name": "spam", "n_train": 10, "n_unlabeled": 5, "n_test": 4},
+              "student_architecture": {"table_rows": 100}, "latency_ms_batch1": {"teacher": 30.0, "student": 0.1},
+              "latency_tokens": 128, "onnx": {"student": {"max_abs_diff": 1e-7, "tolerance": 1e-4}},
+              "acceptance": verdicts}
+    text = summary_text(report)
+    assert "mean_cosine" in text and "NOT met" in text and "(ONNX Runtime)" in text
+    assert text.count("NOT met") == 2
