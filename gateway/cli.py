@@ -26,7 +26,7 @@ from typing import Optional
 
 import typer
 
-from gateway.serve.local import FAST_MODE_ENV, HAPROXY_RETRY_ON
+from gateway.serve.local import FAST_MODE_ENV
 
 EXIT_BAD_INPUT = 2
 
@@ -140,8 +140,6 @@ def _start_ray(*, num_cpus: int | None, metrics_port: int, fast: bool) -> None:
 
     for name in FAST_MODE_ENV:
         os.environ.setdefault(name, "1" if fast else "0")
-    if fast:
-        os.environ.setdefault(*HAPROXY_RETRY_ON)
     cwd = os.getcwd()
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [cwd, os.environ.get("PYTHONPATH")])),
            "KDGATE_HOME": os.environ.get("KDGATE_HOME", cwd)}

@@ -21,11 +21,6 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAST_MODE_ENV = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
-# What HAProxy replays on another replica: Ray's default is only a failed connect; a replica that
-# dies mid-request (its node lost, killed, OOM) closes without an answer ("empty-response"), and
-# the client would see the connection drop. kdgate's requests are safe to replay: inference is
-# idempotent, a PUT sets a value, a rollout command that already took effect answers 409.
-HAPROXY_RETRY_ON = ("RAY_SERVE_HAPROXY_RETRY_ON", "conn-failure empty-response")
 
 
 def free_port() -> int:
@@ -89,13 +84,11 @@ def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None
 def serve_environment(fast: bool) -> dict[str, str]:
     """Environment Serve's actors must inherit (set before ``ray.init``).
 
-    Fast modes (HAProxy ingress that replays a request a dying replica never answered,
-    throughput-optimised handles) or Ray Serve's defaults; HAProxy's own stats/metrics listeners on free ports; a 2 s drain window for a
+    Fast modes (HAProxy ingress, throughput-optimised handles) or Ray Serve's defaults;
+    HAProxy's own stats/metrics listeners on free ports; a 2 s drain window for a
     stopping ingress replica (30 s by default) so a redeploy does not stall the run.
     """
     env = {name: "1" if fast else "0" for name in FAST_MODE_ENV}
-    if fast:
-        env[HAPROXY_RETRY_ON[0]] = HAPROXY_RETRY_ON[1]
     env.update(RAY_AUTH_MODE="disabled", RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="2",
                RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()))
     return env
