@@ -8,8 +8,8 @@ Measured: requests and failures, when Ray declared the node dead, when Serve had
 deployment HEALTHY again at its replica count off the dead node, and the split and rollout
 state afterwards. A teacher call in flight on the lost node is retried inside the gateway; a
 request in flight on the lost node's Gateway replica dies with it (the client sees the
-connection drop), so the client retries a dropped connection or a 5xx once, as the fault tests
-do, and the test counts those retries: at most one per client thread.
+connection drop), so the client retries a dropped connection or a 5xx once, a second later,
+and the test counts those retries: at most one per client thread.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ REPLICAS = {"Gateway": 2, "model-teacher": 2, "rollout": 1}
 ON_WORKERS = {"label_selector": {LABEL: "!head"}, "fallback_strategy": [{"label_selector": {LABEL: "head"}}]}
 STUDENT_WEIGHT = 30.0
 CLIENTS = 3
+RETRY_AFTER_S = 1.0   # what the gateway's own 503s ask for (Retry-After: 1)
 
 
 def _application(onnx_models, tmp_path) -> dict:
@@ -74,8 +75,10 @@ def _post(client: httpx.Client, url: str, body: dict) -> tuple[int | str, str]:
 
 
 def _load(url: str, stop: threading.Event, started: float, sent: list, failures: list, retried: list) -> None:
-    """Steady V1 predictions. A 5xx or a dropped connection is retried once (inference is
-    idempotent), and counted; a failure is what still is not a 200 after that."""
+    """Steady V1 predictions. A 5xx or a dropped connection is retried once after
+    :data:`RETRY_AFTER_S` (inference is idempotent), and counted; a failure is what still is
+    not a 200 after that. (An immediate retry can meet the dead replica again: HAProxy marks
+    it down after a few failed checks, about half a second.)"""
     rng = np.random.default_rng(len(sent))
     with httpx.Client(timeout=30) as client:
         while not stop.is_set():
@@ -83,6 +86,7 @@ def _load(url: str, stop: threading.Event, started: float, sent: list, failures:
             status, text = _post(client, url, body)
             if status != 200 and not (isinstance(status, int) and status < 500):
                 retried.append((round(time.monotonic() - started, 2), status, text))
+                time.sleep(RETRY_AFTER_S)
                 status, text = _post(client, url, body)
             sent.append(time.monotonic())
             if status != 200:
