@@ -115,7 +115,8 @@ loadtest: venv
 # Faults, fuzzing and soak (issue: reliability): the fault and schemathesis tests (they also run
 # in `make test`), then a 10-minute soak under constant load (SOAK_ARGS="--minutes 3" for less).
 chaos: venv
-	$(PY) -m pytest tests/integration/gateway/test_gateway_faults.py tests/integration/gateway/test_gateway_fuzz.py -s $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration/gateway/test_gateway_faults.py tests/integration/gateway/test_gateway_multinode.py \
+	  tests/integration/gateway/test_gateway_fuzz.py -s $(PYTEST_ARGS)
 	$(PY) loadtests/soak.py --out runs/chaos/soak.json $(SOAK_ARGS)
 
 # The serving image, with docker or podman (BuildKit/buildah: the Dockerfile uses RUN --mount).
