@@ -38,17 +38,20 @@ _COLUMNS = "seq, at, actor, source, config"
 
 
 class SplitStore:
-    """SQLite table of changes; ``latest()`` is the config every replica must serve."""
+    """SQLite table of changes; ``latest()`` is the config every replica must serve.
 
-    def __init__(self, path: str | pathlib.Path, *, clock: Callable[[], float] = time.time):
-        self.path, self._clock = pathlib.Path(path), clock
+    ``scope`` (the Serve application's name) keeps applications that share a file apart.
+    """
+
+    def __init__(self, path: str | pathlib.Path, *, scope: str = "", clock: Callable[[], float] = time.time):
+        self.path, self.scope, self._clock = pathlib.Path(path), scope, clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             # `deployed` is the config as a deploy sent it (before a rollout's weights replace
             # the file's): what a later deploy is compared with.
             db.execute("CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                        " at REAL NOT NULL, actor TEXT NOT NULL, source TEXT NOT NULL, config TEXT NOT NULL,"
-                       " deployed TEXT)")
+                       " deployed TEXT, scope TEXT NOT NULL DEFAULT '')")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -66,8 +69,9 @@ class SplitStore:
             raise ValueError(f"unknown change source {source!r} (one of {', '.join(SOURCES)})")
         at = self._clock()
         with self._connect() as db:
-            cur = db.execute("INSERT INTO changes (at, actor, source, config, deployed) VALUES (?, ?, ?, ?, ?)",
-                             (at, actor, source, _dump(config), None if deployed is None else _dump(deployed)))
+            cur = db.execute("INSERT INTO changes (at, actor, source, config, deployed, scope) VALUES (?, ?, ?, ?, ?, ?)",
+                             (at, actor, source, _dump(config), None if deployed is None else _dump(deployed),
+                              self.scope))
             seq = cur.lastrowid
         return {"seq": seq, "at": at, "actor": actor, "source": source, "config": config}
 
@@ -75,8 +79,8 @@ class SplitStore:
                       actor: str = "serve-deploy") -> dict[str, Any] | None:
         """Record a deploy (``config``, default ``deployed``) unless ``deployed`` equals the last one."""
         with self._connect() as db:
-            row = db.execute("SELECT deployed FROM changes WHERE source = 'serve-deploy' "
-                             "ORDER BY seq DESC LIMIT 1").fetchone()
+            row = db.execute("SELECT deployed FROM changes WHERE source = 'serve-deploy' AND scope = ? "
+                             "ORDER BY seq DESC LIMIT 1", (self.scope,)).fetchone()
         if row is not None and json.loads(row[0]) == deployed:
             return None  # a replica restart re-sent the same config: not a new change
         return self.record(deployed if config is None else config, source="serve-deploy", actor=actor,
@@ -85,7 +89,8 @@ class SplitStore:
     def latest(self) -> dict[str, Any] | None:
         """The most recent change (None before any)."""
         with self._connect() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM changes ORDER BY seq DESC LIMIT 1").fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM changes WHERE scope = ? ORDER BY seq DESC LIMIT 1",
+                             (self.scope,)).fetchone()
         if row is None:
             return None
         return {"seq": row[0], "at": row[1], "actor": row[2], "source": row[3], "config": json.loads(row[4])}

@@ -128,7 +128,9 @@ class Gateway:
                 raise
             self.admin.last_rejection = str(err)
             return
-        if not await self._sync.report_deploy(effective) and not first:
+        reported = await self._sync.report_deploy(effective)
+        self._sync.ensure_started()  # converge to the change log from now on, traffic or not
+        if not reported and not first:
             self.runtime.apply(effective, actor="serve-deploy")  # host down: the deploy still takes effect here
 
     async def __call__(self, request: Request) -> Response:

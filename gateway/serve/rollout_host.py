@@ -33,7 +33,7 @@ from gateway.core.errors import BadRequest, GatewayConfigError, NotFound
 log = logging.getLogger(__name__)
 
 SYNC_PERIOD_S = 0.5
-DEPLOY_REPORT_TIMEOUT_S = 10.0  # a replica starting while the host is down serves the file meanwhile
+DEPLOY_REPORT_TIMEOUT_S = 20.0  # a replica starting while the host is down serves the file meanwhile
 
 
 @serve.deployment(name="rollout", num_replicas=1, ray_actor_options={"num_cpus": 0},
@@ -46,7 +46,8 @@ class RolloutHost:
         from gateway.rollout.split_store import SharedConfig, SplitStore
 
         config = load_gateway_config(gateway_config)
-        self.shared = SharedConfig(SplitStore(config.split_state_file), gateway_config,
+        store = SplitStore(config.split_state_file, scope=serve.get_replica_context().app_name)
+        self.shared = SharedConfig(store, gateway_config,
                                    rollout_owns_weights=config.rollout is not None)
         self.controller = None if config.rollout is None else self._controller(config)
         self._task: asyncio.Task | None = None

@@ -56,6 +56,13 @@ def test_state_survives_a_new_store_on_the_same_file(store):
     assert again.latest()["config"] == W(10, 90)
 
 
+def test_applications_sharing_a_file_keep_their_own_changes(store):
+    store.record(W(10, 90), source="admin-api", actor="ops")
+    other = SplitStore(store.path, scope="other-app")
+    assert other.latest() is None and other.record_deploy(W(10, 90)) is not None
+    assert store.latest()["source"] == "admin-api"
+
+
 def test_unknown_source_is_refused(store):
     with pytest.raises(ValueError, match="unknown change source"):
         store.record({}, source="elsewhere", actor="x")
