@@ -7,14 +7,9 @@ from gateway.core.config import merge_overlay
 from gateway.core.errors import BadRequest, InvalidInput
 from gateway.rollout.split_store import SharedConfig, SplitStore
 
-BASE = {
-    "model_name": "digits",
-    "variants": [
-        {"name": "teacher", "role": "teacher", "backend": "onnx", "model_path": "teacher.onnx"},
-        {"name": "student", "role": "student", "backend": "onnx", "model_path": "student.onnx", "colocated": True},
-    ],
-    "routing": {"weights": {"teacher": 50, "student": 50}},
-}
+BASE = {"model_name": "digits", "routing": {"weights": {"teacher": 50, "student": 50}},
+        "variants": [{"name": role, "role": role, "backend": "onnx", "model_path": f"{role}.onnx",
+                      "colocated": role == "student"} for role in ("teacher", "student")]}
 
 
 def W(t, s):  # noqa: N802 -- reads like the split it builds
