@@ -73,6 +73,7 @@ class SplitControl(Protocol):
     """The shared change log as one replica sees it (:class:`gateway.serve.rollout_host.RolloutSync`)."""
 
     change: dict | None  # {seq, at, actor, source} of the change this replica serves
+    last_rejection: str | None  # why this replica could not serve the latest change, if so
 
     async def call(self, method: str, *args) -> dict: ...
     async def publish(self, overlay: dict, *, source: str, actor: str) -> tuple[dict, list[str]]: ...
@@ -97,7 +98,7 @@ class AdminEndpoints:
         """The config in force, the change that set it, and the last rejected change, if any."""
         self._check(request)
         return {"config": self.runtime.config.model_dump(mode="json"), "change": self.control.change,
-                "last_rejection": self.last_rejection}
+                "last_rejection": self.last_rejection or self.control.last_rejection}
 
     async def put_config(self, request: Request) -> dict:
         """Change the config of every replica: an overlay such as ``{"shadow": {"fraction": 0.1}}``.
