@@ -4,13 +4,13 @@ Own local Ray Serve (fast modes: HAProxy in front of the ingress replicas), two 
 exported on the spot, ``--threads`` clients for ``--seconds`` without any client retry; one
 Gateway replica is SIGKILLed (``ray.kill``) at ``--kill-at``. ``--retry-on`` sets HAProxy's
 ``retry-on`` (``RAY_SERVE_HAPROXY_RETRY_ON``; Ray's default replays only connection failures,
-since nothing was sent): inference is idempotent, so ``conn-failure empty-response
-response-timeout`` also replays a request whose replica died before answering.
+since nothing was sent): inference is idempotent, so ``conn-failure empty-response`` also
+replays a request whose replica died before answering.
 
 Example::
 
     $ python loadtests/kill_gateway_replica.py --threads 16 --seconds 20
-    $ python loadtests/kill_gateway_replica.py --retry-on "conn-failure empty-response response-timeout"
+    $ python loadtests/kill_gateway_replica.py --retry-on "conn-failure empty-response"
 """
 from __future__ import annotations
 
