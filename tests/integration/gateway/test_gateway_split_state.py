@@ -110,6 +110,13 @@ def _gateway_replicas(app: str) -> set[str]:
             if a["name"].startswith(prefix)}
 
 
+def _config(onnx_models, tmp_path) -> dict:
+    """All traffic on the teacher; the admin token file holds :data:`ADMIN_TOKEN`."""
+    (tmp_path / "token").write_text(ADMIN_TOKEN)
+    return gateway_config(onnx_models, tmp_path, routing={"weights": TEACHER_ONLY, "allow_force": True},
+                          admin={"token_file": str(tmp_path / "token")})
+
+
 def _deploy(config: dict, app: str, replicas: int, overlay: dict | None = None) -> None:
     serve_deploy(config, name=app, prefix=f"/{app}", overlay=overlay, deployments=[
         {"name": "Gateway", "num_replicas": replicas, "ray_actor_options": {"num_cpus": 0.1}}])
@@ -131,7 +138,7 @@ def test_put_split_under_load_reaches_every_replica_within_2_s_with_no_failed_re
     from ray import serve
 
     app = f"split-{replicas}"
-    config = gateway_config(onnx_models, tmp_path, routing={"weights": TEACHER_ONLY, "allow_force": True})
+    config = _config(onnx_models, tmp_path)
     _deploy(config, app, replicas)
     url = f"{serve_instance['url']}/{app}"
     try:
@@ -163,7 +170,7 @@ def test_the_last_split_survives_a_killed_replica_a_restarted_app_and_loses_only
     from ray import serve
 
     app = "split-lifecycle"
-    config = gateway_config(onnx_models, tmp_path, routing={"weights": TEACHER_ONLY, "allow_force": True})
+    config = _config(onnx_models, tmp_path)
     _deploy(config, app, 2)
     url = f"{serve_instance['url']}/{app}"
     try:
