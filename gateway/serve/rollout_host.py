@@ -6,8 +6,8 @@ single replica). It owns the :class:`~gateway.rollout.split_store.SharedConfig` 
 the most recent one is what every Gateway replica serves. With a ``rollout:`` policy it also holds
 the :class:`~gateway.rollout.controller.RolloutController` and its tick loop.
 
-Every Gateway replica runs a :class:`RolloutSync` task: about twice a second it sends its
-``WindowStats`` snapshot (with a rollout) and the sequence number of the change it serves, and
+Every Gateway replica runs a :class:`RolloutSync` task: twice a second it sends the sequence
+number of the change it serves (and, once a second with a rollout, its ``WindowStats`` snapshot), and
 applies the newer change the host answers, so a change made on one replica (or by the
 rollout) reaches every replica within one sync period; in-flight requests finish on the config
 that took them. A restarted replica, host or application reads the last change back.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,7 +33,8 @@ from gateway.core.errors import BadRequest, GatewayConfigError, NotFound
 
 log = logging.getLogger(__name__)
 
-SYNC_PERIOD_S = 0.5
+SYNC_PERIOD_S = 0.5     # how soon a replica serves a new change
+SNAPSHOT_PERIOD_S = 1.0  # how often it sends the controller its window stats (with a rollout)
 DEPLOY_REPORT_TIMEOUT_S = 20.0  # a replica starting while the host is down serves the file meanwhile
 
 
@@ -66,10 +68,13 @@ class RolloutHost:
         if self.controller is not None and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.controller.run())
 
-    async def sync(self, replica_id: str, snapshot: dict, seq: int = 0) -> dict:
-        """A replica's snapshot and served change in; the rollout phase and any newer change out."""
+    async def sync(self, replica_id: str, snapshot: dict | None, seq: int = 0) -> dict:
+        """A replica's snapshot (None: none this time) and served change in; the rollout phase
+        (None without a snapshot) and any newer change out."""
         self._ensure_loop()
-        phase = None if self.controller is None else self.controller.sync(replica_id, snapshot)["phase"]
+        phase = None
+        if self.controller is not None and snapshot is not None:
+            phase = self.controller.sync(replica_id, snapshot)["phase"]
         latest = self.shared.latest
         return {"phase": phase, "change": latest if latest is not None and latest["seq"] != seq else None}
 
@@ -132,6 +137,7 @@ class RolloutSync:
         self.call, self._replica_id, self._runtime = call, replica_id, runtime
         self._snapshot, self._rollout, self._period_s = snapshot, rollout, period_s
         self._task: asyncio.Task | None = None
+        self._snapshot_at = float("-inf")
         self.phase: str | None = None
         self.seq = 0               # the change this replica serves (0: the deployed file, not yet recorded)
         self.change: dict | None = None  # {seq, at, actor, source} of that change
@@ -145,9 +151,8 @@ class RolloutSync:
     async def _loop(self) -> None:
         while True:
             try:
-                snapshot = self._snapshot() if self._rollout else {}
-                answer = await self.call("sync", self._replica_id, snapshot, self.seq)
-                self.phase = answer.get("phase")
+                answer = await self.call("sync", self._replica_id, self._due_snapshot(), self.seq)
+                self.phase = answer.get("phase") or self.phase
                 if answer.get("change"):
                     self.apply_change(answer["change"])
             except asyncio.CancelledError:
@@ -155,6 +160,14 @@ class RolloutSync:
             except Exception:  # the host restarting must not stop this replica's loop
                 log.warning("split sync failed; retrying", exc_info=True)
             await asyncio.sleep(self._period_s)
+
+    def _due_snapshot(self) -> dict | None:
+        """This replica's window stats once per :data:`SNAPSHOT_PERIOD_S` (with a rollout), else None."""
+        now = time.monotonic()
+        if not self._rollout or now - self._snapshot_at < SNAPSHOT_PERIOD_S:
+            return None
+        self._snapshot_at = now
+        return self._snapshot()
 
     def apply_change(self, row: dict) -> list[str]:
         """Serve ``row``'s config when it is newer than the change in force; returns the changes."""
