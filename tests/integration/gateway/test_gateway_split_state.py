@@ -210,7 +210,8 @@ def test_the_last_split_survives_a_killed_replica_a_restarted_app_and_loses_only
             redeployed = _split(url)
             assert {v for *_, v in load.records} == {"student"}, "a redeploy brought the file's split back"
 
-            edited = {"routing": {"weights": {"teacher": 100, "student": 0}}}
+            # (it must differ from what was deployed: the same config again is no new change)
+            edited = {"routing": {"weights": {"teacher": 30, "student": 70}}}
             edit_at = time.monotonic()
             _deploy(config, app, 2, overlay=edited)             # an edited file is the most recent change
             after_edit = _split(url)
@@ -226,7 +227,7 @@ def test_the_last_split_survives_a_killed_replica_a_restarted_app_and_loses_only
           f"{len(kill_load.failures)} failed {kill_load.failures[:2]}; edited file served by both after {edit_s:.1f} s")
     assert (redeployed["weights"]["student"], redeployed["change"]["source"]) == (100.0, "admin-api")
     assert redeployed["change"]["seq"] == seq
-    assert (after_edit["weights"]["teacher"], after_edit["change"]["source"]) == (100.0, "serve-deploy")
+    assert (after_edit["weights"]["teacher"], after_edit["change"]["source"]) == (30.0, "serve-deploy")
     assert after_edit["change"]["seq"] > seq
     assert kill_load.failures == [] and load.failures == [], (kill_load.failures[:3], load.failures[:3])
     assert len(kill_load.retried) <= RETRIES * 6, kill_load.retried   # only requests in flight on the killed replica (6 clients)
