@@ -70,25 +70,26 @@ def _judge(name: str, value: float, threshold: float, ok: bool, detail: str) -> 
     return GateResult(name, GateStatus.PASSED if ok else GateStatus.FAILED, value, threshold, detail)
 
 
-def agreement_gate(obs: Observations, gate: AgreementGate, min_samples: int) -> GateResult:
-    """Wilson lower bound of the top-1 agreement rate >= ``min_lower_bound``."""
-    if obs.compared < min_samples:
-        return _no_data("agreement", gate.min_lower_bound, obs.compared, min_samples, "compared samples")
-    lower = wilson_lower_bound(obs.agreements, obs.compared, gate.confidence)
-    detail = (f"agreement {obs.agreement_rate:.4f} on {obs.compared} samples, "
+def _agreement_bound(name: str, agreements: float, compared: float, gate, min_samples: int,
+                     what: str) -> GateResult:
+    """Wilson lower bound of ``agreements / compared`` >= ``gate.min_lower_bound``."""
+    if compared < min_samples:
+        return _no_data(name, gate.min_lower_bound, compared, min_samples, what)
+    lower = wilson_lower_bound(agreements, compared, gate.confidence)
+    detail = (f"{name.replace('_', ' ')} {agreements / compared:.4f} on {int(compared)} samples, "
               f"{gate.confidence:.0%} lower bound {lower:.4f}")
-    return _judge("agreement", lower, gate.min_lower_bound, lower >= gate.min_lower_bound, detail)
+    return _judge(name, lower, gate.min_lower_bound, lower >= gate.min_lower_bound, detail)
+
+
+def agreement_gate(obs: Observations, gate: AgreementGate, min_samples: int) -> GateResult:
+    """Wilson lower bound of the top-1 agreement rate (with the teacher) >= ``min_lower_bound``."""
+    return _agreement_bound("agreement", obs.agreements, obs.compared, gate, min_samples, "compared samples")
 
 
 def stable_agreement_gate(obs: Observations, gate: StableAgreementGate, min_samples: int) -> GateResult:
     """Wilson lower bound of the candidate's top-1 agreement with the stable student >= ``min_lower_bound``."""
-    if obs.stable_compared < min_samples:
-        return _no_data("stable_agreement", gate.min_lower_bound, obs.stable_compared, min_samples,
-                        "samples compared with the stable student")
-    lower = wilson_lower_bound(obs.stable_agreements, obs.stable_compared, gate.confidence)
-    detail = (f"agreement with the stable student {obs.stable_agreements / obs.stable_compared:.4f} on "
-              f"{obs.stable_compared} samples, {gate.confidence:.0%} lower bound {lower:.4f}")
-    return _judge("stable_agreement", lower, gate.min_lower_bound, lower >= gate.min_lower_bound, detail)
+    return _agreement_bound("stable_agreement", obs.stable_agreements, obs.stable_compared, gate, min_samples,
+                            "samples compared with the stable student")
 
 
 def kl_gate(obs: Observations, gate: KLGate, min_samples: int) -> GateResult:
