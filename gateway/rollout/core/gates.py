@@ -70,26 +70,27 @@ def _judge(name: str, value: float, threshold: float, ok: bool, detail: str) -> 
     return GateResult(name, GateStatus.PASSED if ok else GateStatus.FAILED, value, threshold, detail)
 
 
-def _agreement_bound(name: str, agreements: float, compared: float, gate, min_samples: int,
+def _agreement_bound(name: str, label: str, agreements: float, compared: float, gate, min_samples: int,
                      what: str) -> GateResult:
     """Wilson lower bound of ``agreements / compared`` >= ``gate.min_lower_bound``."""
     if compared < min_samples:
         return _no_data(name, gate.min_lower_bound, compared, min_samples, what)
     lower = wilson_lower_bound(agreements, compared, gate.confidence)
-    detail = (f"{name.replace('_', ' ')} {agreements / compared:.4f} on {int(compared)} samples, "
+    detail = (f"{label} {agreements / compared:.4f} on {int(compared)} samples, "
               f"{gate.confidence:.0%} lower bound {lower:.4f}")
     return _judge(name, lower, gate.min_lower_bound, lower >= gate.min_lower_bound, detail)
 
 
 def agreement_gate(obs: Observations, gate: AgreementGate, min_samples: int) -> GateResult:
     """Wilson lower bound of the top-1 agreement rate (with the teacher) >= ``min_lower_bound``."""
-    return _agreement_bound("agreement", obs.agreements, obs.compared, gate, min_samples, "compared samples")
+    return _agreement_bound("agreement", "agreement", obs.agreements, obs.compared, gate, min_samples,
+                            "compared samples")
 
 
 def stable_agreement_gate(obs: Observations, gate: StableAgreementGate, min_samples: int) -> GateResult:
     """Wilson lower bound of the candidate's top-1 agreement with the stable student >= ``min_lower_bound``."""
-    return _agreement_bound("stable_agreement", obs.stable_agreements, obs.stable_compared, gate, min_samples,
-                            "samples compared with the stable student")
+    return _agreement_bound("stable_agreement", "agreement with the stable student", obs.stable_agreements,
+                            obs.stable_compared, gate, min_samples, "samples compared with the stable student")
 
 
 def kl_gate(obs: Observations, gate: KLGate, min_samples: int) -> GateResult:
