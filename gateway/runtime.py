@@ -87,16 +87,7 @@ class GatewayRuntime:
         logged and audited; the previous config stays in force.
         """
         old = self._state.config if self._state else None
-        try:
-            new = source if isinstance(source, GatewayConfig) else load_gateway_config(source)
-            self._check_serveable(new)
-            local = self._local_backends(new)
-        except (GatewayConfigError, BackendError) as err:
-            log.warning("config change by %s rejected: %s", actor, err)
-            self._obs.audit_rejected(actor, old, source, str(err))
-            if isinstance(err, BackendError):  # a colocated model that cannot load
-                raise GatewayConfigError([("variants", str(err))]) from err
-            raise
+        new, local = self._prepare(source, actor=actor)
         changes = diff_config(old, new) if old else ["initial config"]
         self._state = _State(
             config=new, local=local, weights=new.effective_weights(),
@@ -109,6 +100,23 @@ class GatewayRuntime:
         if old is None or changes:
             self._obs.audit_applied(actor, old, new)
         return changes
+
+    def check(self, source: Mapping | GatewayConfig, *, actor: str) -> GatewayConfig:
+        """Validate a config as :meth:`apply` would (rejections audited) without putting it in force."""
+        return self._prepare(source, actor=actor)[0]
+
+    def _prepare(self, source: Mapping | GatewayConfig, *, actor: str) -> tuple[GatewayConfig, dict[str, OnnxBackend]]:
+        """The validated config and its colocated backends (GatewayConfigError, audited, otherwise)."""
+        try:
+            new = source if isinstance(source, GatewayConfig) else load_gateway_config(source)
+            self._check_serveable(new)
+            return new, self._local_backends(new)
+        except (GatewayConfigError, BackendError) as err:
+            log.warning("config change by %s rejected: %s", actor, err)
+            self._obs.audit_rejected(actor, self._state.config if self._state else None, source, str(err))
+            if isinstance(err, BackendError):  # a colocated model that cannot load
+                raise GatewayConfigError([("variants", str(err))]) from err
+            raise
 
     def _check_serveable(self, config: GatewayConfig) -> None:
         missing = [v.name for v in config.variants if not v.colocated and v.name not in self._remote]

@@ -187,6 +187,10 @@ class GatewayConfig(_Strict):
     capture: CaptureConfig = Field(default_factory=CaptureConfig, description="Disagreement capture store.")
     admin: AdminConfig = Field(default_factory=AdminConfig, description="Admin API authentication.")
     audit_log: str = Field("kdgate-audit.jsonl", description="Path of the JSON-lines audit log.")
+    split_state_path: str | None = Field(
+        None, description="SQLite change log of the split and config overlays that every Gateway replica "
+                          "converges to (a volume on k8s); null = split-state.sqlite next to audit_log.",
+    )
     rollout: RolloutSpec | None = Field(None, description="Automated rollout policy; null = manual split.")
 
     @model_validator(mode="after")
@@ -223,6 +227,11 @@ class GatewayConfig(_Strict):
         if self.rollout is None:
             return None
         return self.rollout.student or self.students[0].name
+
+    @property
+    def split_state_file(self) -> str:
+        """Where the shared split/config change log lives (``split_state_path`` or next to the audit log)."""
+        return self.split_state_path or str(pathlib.PurePath(self.audit_log).with_name("split-state.sqlite"))
 
     @property
     def teacher(self) -> VariantConfig:

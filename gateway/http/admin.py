@@ -15,11 +15,11 @@ from __future__ import annotations
 import hmac
 import os
 import pathlib
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.requests import Request
 
-from gateway.core.config import AdminConfig, GatewayConfig, merge_overlay
+from gateway.core.config import AdminConfig, GatewayConfig, diff_config, merge_overlay
 from gateway.core.errors import (
     BadRequest, GatewayConfigError, InvalidInput, MalformedRequest, NotFound, Unauthorized,
 )
@@ -69,62 +69,79 @@ def json_object(body: bytes) -> dict:
     return doc
 
 
-RolloutCall = Callable[..., Awaitable[dict]]
+class SplitControl(Protocol):
+    """The shared change log as one replica sees it (:class:`gateway.serve.rollout_host.RolloutSync`)."""
+
+    change: dict | None  # {seq, at, actor, source} of the change this replica serves
+    last_rejection: str | None  # why this replica could not serve the latest change, if so
+
+    async def call(self, method: str, *args) -> dict: ...
+    async def publish(self, overlay: dict, *, source: str, actor: str) -> tuple[dict, list[str]]: ...
 
 
 class AdminEndpoints:
     """The ``/admin/*`` endpoints (bearer token on every one) over one replica's runtime.
 
-    ``rollout_call(method, *args)`` reaches the rollout controller (None: no rollout
-    policy, 404); the ingress supplies it and translates its transport errors.
+    Changes are validated here (422 naming the problem, audited) and then recorded in the
+    application's shared change log through ``control``, which every replica converges to;
+    ``rollout``: the config has a rollout policy (its controller owns the split).
     """
 
-    def __init__(self, runtime, observers, rollout_call: RolloutCall | None = None):
-        self.runtime, self.observers, self.rollout_call = runtime, observers, rollout_call
+    def __init__(self, runtime, observers, control: SplitControl, *, rollout: bool = False):
+        self.runtime, self.observers, self.control, self.rollout = runtime, observers, control, rollout
         self.last_rejection: str | None = None  # the last config change refused, for GET /admin/config
 
     def _check(self, request: Request) -> None:
         require_admin_token(request.headers.get("authorization"), self.runtime.config.admin)
 
     async def get_config(self, request: Request) -> dict:
-        """The config in force (and the last rejected change, if any)."""
+        """The config in force, the change that set it, and the last rejected change, if any."""
         self._check(request)
-        return {"config": self.runtime.config.model_dump(mode="json"), "last_rejection": self.last_rejection}
+        return {"config": self.runtime.config.model_dump(mode="json"), "change": self.control.change,
+                "last_rejection": self.last_rejection or self.control.last_rejection}
 
     async def put_config(self, request: Request) -> dict:
-        """Change the config in force: an overlay such as ``{"shadow": {"fraction": 0.1}}``.
+        """Change the config of every replica: an overlay such as ``{"shadow": {"fraction": 0.1}}``.
 
         Dicts merge into the current config, other values replace; invalid -> 422 and the
         previous config stays. Variants that need a new deployment need a redeploy.
         """
         self._check(request)
         body = json_object(await read_body(request, self.runtime.config))
-        config = self.runtime.config
+        before = self.runtime.config
         try:
-            changes = self.runtime.apply(merge_overlay(config.model_dump(mode="json"), body), actor="admin-api")
+            self.runtime.check(merge_overlay(before.model_dump(mode="json"), body), actor="admin-api")
         except GatewayConfigError as err:
             raise InvalidInput(str(err)) from err
-        return {"config": self.runtime.config.model_dump(mode="json"), "changes": changes}
+        row = await self._publish(body)
+        return {"config": self.runtime.config.model_dump(mode="json"), "change": row,
+                "changes": diff_config(before, self.runtime.config)}
 
     async def get_split(self, request: Request) -> dict:
-        """The current split, percent per variant."""
+        """The current split, percent per variant, and the change that set it ({seq, at, actor, source})."""
         self._check(request)
-        return {"weights": self.runtime.config.effective_weights()}
+        return {"weights": self.runtime.config.effective_weights(), "change": self.control.change}
 
     async def put_split(self, request: Request) -> dict:
-        """Set the split: ``{"weights": {"teacher": 90, "student": 10}}``; invalid -> 422."""
+        """Set the split of every replica: ``{"weights": {"teacher": 90, "student": 10}}``; invalid -> 422."""
         self._check(request)
-        if self.rollout_call is not None:
+        if self.rollout:
             raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
         body = json_object(await read_body(request, self.runtime.config))
-        config = self.runtime.config
+        before = self.runtime.config
         try:
-            new = split_from_body(config, body)
+            new = split_from_body(before, body)
         except BadRequest as err:
-            self.observers.audit_rejected("admin-api", config, body, err.message)
+            self.observers.audit_rejected("admin-api", before, body, err.message)
             raise
-        changes = self.runtime.apply(new, actor="admin-api")
-        return {"weights": new.effective_weights(), "changes": changes}
+        row = await self._publish({"routing": {"weights": dict(new.routing.weights)}})
+        return {"weights": self.runtime.config.effective_weights(), "change": row,
+                "changes": diff_config(before, self.runtime.config)}
+
+    async def _publish(self, overlay: dict) -> dict:
+        """Record ``overlay`` in the shared change log; this replica serves it before answering."""
+        row, _ = await self.control.publish(overlay, source="admin-api", actor="admin-api")
+        return {k: row[k] for k in ("seq", "at", "actor", "source")}
 
     async def get_stats(self, request: Request) -> dict:
         """This replica's window stats (the embedded observation source for rollouts)."""
@@ -146,6 +163,6 @@ class AdminEndpoints:
         return await self._rollout("command", command, "admin-api", weight)
 
     async def _rollout(self, method: str, *args) -> dict:
-        if self.rollout_call is None:
+        if not self.rollout:
             raise NotFound("no rollout policy in this gateway's config (rollout: null)")
-        return await self.rollout_call(method, *args)
+        return await self.control.call(method, *args)

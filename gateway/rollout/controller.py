@@ -72,9 +72,11 @@ class RolloutController:
     in-flight requests finish on the variant that took them.
     """
 
-    def __init__(self, config: GatewayConfig, **kwargs: Any):
+    def __init__(self, config: GatewayConfig, *, publish: Callable[[dict[str, float]], Any] | None = None,
+                 **kwargs: Any):
         self.snapshots = ReplicaSnapshots()
         self._weights = config.effective_weights()   # until the rollout sets (or restores) its own
+        self._publish = publish  # records the split in the shared change log (raises -> retried next tick)
         self.reconciler = reconciler_from_config(config, set_weights=self._set_weights,
                                                  snapshot=self.snapshots.per_replica, **kwargs)
         self._phase: str | None = None
@@ -82,7 +84,10 @@ class RolloutController:
         self._wake: asyncio.Event | None = None
 
     def _set_weights(self, weights: dict[str, float]) -> None:
-        self._weights = {**{name: 0.0 for name in self._weights}, **weights}
+        wanted = {**{name: 0.0 for name in self._weights}, **weights}
+        if self._publish is not None:
+            self._publish(wanted)
+        self._weights = wanted
 
     def sync(self, replica_id: str, snapshot: dict) -> dict[str, Any]:
         """Take a replica's snapshot; answer the split it must route with (cheap, never blocks on a tick)."""

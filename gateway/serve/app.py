@@ -4,8 +4,9 @@
 (the gateway config). Colocated ONNX students run inside the ``Gateway`` replica
 (:mod:`gateway.serve.ingress`, no hop on the canary path); every other variant is a
 ``model-<name>`` deployment (:mod:`gateway.serve.model`) reached through a
-DeploymentHandle; a ``rollout:`` policy adds the controller's deployment
-(:mod:`gateway.serve.rollout_host`). ``args`` are part of Serve's code version, so
+DeploymentHandle; one ``rollout`` deployment (:mod:`gateway.serve.rollout_host`) holds the
+split/config change log every Gateway replica converges to, and the rollout controller when
+the config has a ``rollout:`` policy. ``args`` are part of Serve's code version, so
 editing them restarts replicas; live changes go in the Gateway's ``user_config``.
 
 Example::
@@ -45,7 +46,7 @@ def _absolute_paths(data: dict) -> dict:
         for key in ("model_path", "manifest_path"):
             if v.get(key) and not is_remote(v[key]) and not pathlib.Path(v[key]).is_absolute():
                 v[key] = str(base / v[key])
-    for section, key in (("capture", "dir"), (None, "audit_log")):
+    for section, key in (("capture", "dir"), (None, "audit_log"), (None, "split_state_path")):
         holder = data[section] if section else data
         if holder.get(key) and not pathlib.Path(holder[key]).is_absolute():
             holder[key] = str(base / holder[key])
@@ -78,5 +79,5 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     # `args` are part of Serve's code version: editing them restarts replicas. Live changes
     # go in the Gateway deployment's user_config (an overlay, see Gateway.reconfigure),
     # which `serve deploy` applies in place. {} makes Serve call reconfigure at start.
-    rollout = RolloutHost.bind(data) if config.rollout is not None else None
-    return Gateway.options(user_config={}).bind(remote, data, rollout)
+    # The control deployment always runs: it holds the change log every replica converges to.
+    return Gateway.options(user_config={}).bind(remote, data, RolloutHost.bind(data))

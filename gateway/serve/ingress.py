@@ -37,11 +37,13 @@ from gateway.request_context import start_request
 from gateway.runtime import GatewayRuntime
 from gateway.serve.metrics import GatewayMetrics
 from gateway.serve.model import DEFAULT_REPLICA_CPUS
-from gateway.serve.rollout_host import RolloutSync
+from gateway.serve.rollout_host import RolloutSync, controller_caller
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1  # a 503 tells clients when to retry (a backend may come back any moment)
+REPLICA_HEADER = "x-kdgate-replica"  # the Gateway replica that answered
+CHANGE_HEADER = "x-kdgate-split-seq"  # the change-log entry (seq) whose split that replica serves
 
 
 # Helpers sit above the deployment: @serve.deployment pickles the class at import time,
@@ -66,22 +68,6 @@ def _handle_caller(handle: DeploymentHandle):
     return call
 
 
-def _rollout_caller(handle: DeploymentHandle):
-    """``call(method, *args)`` on the controller; its refusals (409) arrive as themselves."""
-    async def call(method: str, *args) -> dict:
-        try:
-            return await getattr(handle, method).remote(*args)
-        except BadRequest:
-            raise  # InvalidCommand (409) arrives as itself (Ray's error subclasses the cause)
-        except Exception as err:
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, BadRequest):
-                raise cause from err
-            raise BackendError(f"rollout controller unavailable: {err}") from err
-
-    return call
-
-
 def _finite(value: Any) -> Any:
     """JSON-safe copy: non-finite floats (an empty window's inf/nan) become null."""
     if isinstance(value, float):
@@ -102,57 +88,74 @@ async def _run_after_send(timing) -> None:
 class Gateway:
     """Ingress replica: dispatches requests to the endpoints; wires runtime, metrics, rollout."""
 
-    def __init__(self, remote_models: dict[str, DeploymentHandle], base_config: dict,
-                 rollout: DeploymentHandle | None = None):
+    def __init__(self, remote_models: dict[str, DeploymentHandle], base_config: dict, control: DeploymentHandle):
         callers = {name: _handle_caller(handle) for name, handle in remote_models.items()}
         self._observers = Observers(metrics=GatewayMetrics(model=base_config["model_name"]))
         self.runtime = GatewayRuntime(remote_callers=callers, observers=self._observers)
         self._base_config = base_config
-        self.admin = AdminEndpoints(self.runtime, self._observers,
-                                    None if rollout is None else _rollout_caller(rollout))
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self._sync = RolloutSync(
+            controller_caller(control), replica_id=self.replica, runtime=self.runtime,
+            snapshot=lambda: self._observers.stats.snapshot(), rollout=base_config.get("rollout") is not None,
+        )
+        self.admin = AdminEndpoints(self.runtime, self._observers, self._sync,
+                                    rollout=base_config.get("rollout") is not None)
         endpoints = (InferenceEndpoints(self.runtime), self.admin, HealthEndpoints(self.runtime))
         self._handlers = {name: getattr(ep, name) for ep in endpoints
                           for name in dir(ep) if not name.startswith("_") and name in http_routes.HANDLERS}
-        self._rollout_sync = None if rollout is None else RolloutSync(
-            rollout, replica_id=serve.get_replica_context().replica_id.unique_id, runtime=self.runtime,
-            snapshot=lambda: self._observers.stats.snapshot(),
-        )
 
-    def reconfigure(self, user_config: dict) -> None:
+    async def reconfigure(self, user_config: dict) -> None:
         """Serve calls this at start and on every ``serve deploy`` that edits ``user_config``.
 
         ``user_config`` is an overlay merged over the config from ``args`` (dicts merge,
         everything else replaces), e.g. ``{"routing": {"weights": {"teacher": 90,
-        "student": 10}}}``. An invalid result is rejected (logged, audited, reported in
-        ``/admin/config``); the previous config stays in force.
+        "student": 10}}}``. The result is reported to the shared change log, which records it
+        when it differs from the last deployed config (an edited file), and this replica then
+        serves the change in force: a restart re-sending the same file keeps a newer admin change.
+        An invalid result is rejected (logged, audited, reported in ``/admin/config``); the
+        previous config stays in force.
         """
         effective = merge_overlay(self._base_config, user_config or {})
+        first = self.runtime.state is None
+        # First start: serve the file at once (it fails the deployment when invalid);
+        # later: only validate it, the change log decides what is served.
+        accept = self.runtime.apply if first else self.runtime.check
         try:
-            self.runtime.apply(effective, actor="serve-deploy")
+            accept(effective, actor="serve-deploy")
             self.admin.last_rejection = None
         except GatewayConfigError as err:
-            if self.runtime.state is None:
-                raise  # first config: fail the deployment with the message
+            if first:
+                raise
             self.admin.last_rejection = str(err)
+            return
+        reported = await self._sync.report_deploy(effective)
+        self._sync.ensure_started()  # converge to the change log from now on, traffic or not
+        if not reported and not first:
+            self.runtime.apply(effective, actor="serve-deploy")  # host down: the deploy still takes effect here
 
     async def __call__(self, request: Request) -> Response:
         """Dispatch one HTTP request (see :mod:`gateway.http.routes`); errors become JSON."""
         start, timing = time.perf_counter(), start_request()
-        if self._rollout_sync is not None:
-            self._rollout_sync.ensure_started()
+        self._sync.ensure_started()
         try:
             handler, params = http_routes.match_route(request.method, http_routes.relative_path(request.scope))
             result = await self._handlers[handler](request, **params)
         except BadRequest as err:
-            return _error(err.status, err.message)
+            return self._tagged(_error(err.status, err.message))
         except BackendError as err:
             # Only the teacher's failure gets here (a student's falls back): service down.
-            return _error(503, f"no variant could answer: {err}")
-        response = result if isinstance(result, Response) else JSONResponse(_finite(result))
+            return self._tagged(_error(503, f"no variant could answer: {err}"))
+        response = self._tagged(result if isinstance(result, Response) else JSONResponse(_finite(result)))
         if timing.variant is not None:  # an inference request: the gateway's own share of it
             self._observers.overhead(timing.variant, timing.overhead_s(time.perf_counter() - start))
         if timing.deferred:
             response.background = BackgroundTask(_run_after_send, timing)  # starlette: after the body
+        return response
+
+    def _tagged(self, response: Response) -> Response:
+        """Name the replica that answered and the change it serves (per-replica convergence is measurable)."""
+        response.headers[REPLICA_HEADER] = self.replica
+        response.headers[CHANGE_HEADER] = str(self._sync.seq)
         return response
 
     def __del__(self):  # Serve's shutdown hook: keep the capture rows still in memory
@@ -161,7 +164,6 @@ class Gateway:
     async def check_health(self) -> None:
         """Serve's periodic probe (every 10 s): starts the rollout sync loop before any
         traffic and re-exports the rarely-changing gauges, which Ray drops after ~20 s."""
-        if self._rollout_sync is not None:
-            self._rollout_sync.ensure_started()
+        self._sync.ensure_started()
         if self._observers.metrics is not None:
             self._observers.metrics.refresh()

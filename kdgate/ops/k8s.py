@@ -75,6 +75,7 @@ def _to_volumes(config: dict, app_name: str, models_uri: str | None) -> None:
     state = f"{STATE_DIR}/{app_name}"
     config.setdefault("capture", {})["dir"] = f"{state}/capture"
     config["audit_log"] = f"{state}/audit.jsonl"
+    config["split_state_path"] = f"{state}/split-state.sqlite"  # the change log every replica converges to
     config["admin"] = {"token_file": ADMIN_TOKEN_FILE}
     if config.get("rollout"):
         config["rollout"].update(state_path=f"{state}/rollout-state.sqlite", evidence_dir=f"{state}/evidence")

@@ -65,10 +65,13 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
+    # One entry per deployment: the Gateway's options (if given) and its user_config together.
+    options = next((d for d in deployments or [] if d["name"] == "Gateway"), {})
+    gateway = {**options, "name": "Gateway", "user_config": overlay or {}}
+    others = [d for d in deployments or [] if d["name"] != "Gateway"]
     schema = ServeDeploySchema(applications=[{
         "name": name, "route_prefix": prefix, "import_path": "gateway.serve.app:build_app",
-        "args": {"config": config},
-        "deployments": [{"name": "Gateway", "user_config": overlay or {}}, *(deployments or [])],
+        "args": {"config": config}, "deployments": [gateway, *others],
     }])
     _get_global_client().deploy_apps(schema, _blocking=True)
 

@@ -74,7 +74,7 @@ def _gateway(max_body_bytes: int):
         "limits": {"max_body_bytes": max_body_bytes},
         "admin": {"token_env": ENV},
     })
-    return AdminEndpoints(types.SimpleNamespace(config=config), types.SimpleNamespace())
+    return AdminEndpoints(types.SimpleNamespace(config=config), types.SimpleNamespace(), types.SimpleNamespace())
 
 
 def _request(method: str, path: str, body: bytes, *, declare_length: bool) -> Request:

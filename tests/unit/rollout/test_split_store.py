@@ -1,11 +1,23 @@
-"""SplitStore: most recent change wins; a re-sent deploy overlay is not a new change."""
+"""SplitStore / SharedConfig: most recent change wins; a re-sent deploy is not a new change."""
 import itertools
 
 import pytest
 
-from gateway.rollout.split_store import SplitStore
+from gateway.core.config import merge_overlay
+from gateway.core.errors import BadRequest, InvalidInput
+from gateway.rollout.split_store import SharedConfig, SplitStore
 
-W = lambda t, s: {"routing": {"weights": {"teacher": t, "student": s}}}  # noqa: E731
+BASE = {"model_name": "digits", "routing": {"weights": {"teacher": 50, "student": 50}},
+        "variants": [{"name": role, "role": role, "backend": "onnx", "model_path": f"{role}.onnx",
+                      "colocated": role == "student"} for role in ("teacher", "student")]}
+
+
+def W(t, s):  # noqa: N802 -- reads like the split it builds
+    return merge_overlay(BASE, {"routing": {"weights": {"teacher": t, "student": s}}})
+
+
+def split(row):
+    return {k: float(v) for k, v in row["config"]["routing"]["weights"].items()}
 
 
 @pytest.fixture
@@ -20,14 +32,15 @@ def test_most_recent_change_wins_whichever_way_it_came(store):
     store.record(W(90, 10), source="admin-api", actor="ops")
     store.record(W(80, 20), source="rollout", actor="rollout")
     latest = store.latest()
-    assert (latest["overlay"], latest["source"], latest["actor"], latest["at"]) == (W(80, 20), "rollout", "rollout", 102.0)
+    assert (latest["config"], latest["source"], latest["actor"], latest["at"]) == (W(80, 20), "rollout", "rollout", 102.0)
+    assert latest["seq"] == 3
 
 
-def test_same_deploy_overlay_again_does_not_override_newer_admin_change(store):
+def test_same_deploy_again_does_not_override_newer_admin_change(store):
     assert store.record_deploy(W(50, 50)) is not None
     store.record(W(10, 90), source="admin-api", actor="ops")
-    assert store.record_deploy(W(50, 50)) is None  # replica restart re-sends user_config
-    assert store.latest()["overlay"] == W(10, 90)
+    assert store.record_deploy(W(50, 50)) is None  # replica restart re-sends the same file
+    assert store.latest()["config"] == W(10, 90)
     assert store.record_deploy(W(70, 30)) is not None  # an edited file is a new change
     assert store.latest()["source"] == "serve-deploy"
 
@@ -35,9 +48,49 @@ def test_same_deploy_overlay_again_does_not_override_newer_admin_change(store):
 def test_state_survives_a_new_store_on_the_same_file(store):
     store.record(W(10, 90), source="cli", actor="ops")
     again = SplitStore(store.path)
-    assert again.latest()["overlay"] == W(10, 90)
+    assert again.latest()["config"] == W(10, 90)
+
+
+def test_applications_sharing_a_file_keep_their_own_changes(store):
+    store.record(W(10, 90), source="admin-api", actor="ops")
+    other = SplitStore(store.path, scope="other-app")
+    assert other.latest() is None and other.record_deploy(W(10, 90)) is not None
+    assert store.latest()["source"] == "admin-api"
 
 
 def test_unknown_source_is_refused(store):
     with pytest.raises(ValueError, match="unknown change source"):
         store.record({}, source="elsewhere", actor="x")
+
+
+def test_admin_overlays_merge_into_the_config_in_force_and_survive_a_restart(store):
+    shared = SharedConfig(store, BASE)
+    assert shared.latest is None
+    shared.deploy(BASE)
+    shared.change({"shadow": {"fraction": 0.25}}, source="admin-api", actor="ops")
+    row = shared.change({"routing": {"weights": {"teacher": 90, "student": 10}}}, source="admin-api", actor="ops")
+    assert split(row) == {"teacher": 90.0, "student": 10.0}
+    assert row["config"]["shadow"]["fraction"] == 0.25  # the earlier overlay is kept
+    restarted = SharedConfig(SplitStore(store.path), BASE)
+    assert restarted.deploy(BASE) == row                 # a redeploy of the same file: no new change
+
+
+def test_an_invalid_overlay_is_a_422_naming_the_field_and_records_nothing(store):
+    shared = SharedConfig(store, BASE)
+    with pytest.raises(InvalidInput, match="routing.weights.nobody"):
+        shared.change({"routing": {"weights": {"teacher": 90, "nobody": 10}}}, source="admin-api", actor="ops")
+    assert store.latest() is None
+
+
+def test_under_a_rollout_only_the_rollout_moves_the_split(store):
+    shared = SharedConfig(store, BASE, rollout_owns_weights=True)
+    first = shared.set_weights({"teacher": 100.0, "student": 0.0})
+    assert (first["source"], split(first)) == ("rollout", {"teacher": 100.0, "student": 0.0})
+    assert shared.set_weights({"teacher": 100, "student": 0}) == first   # unchanged: no new row
+    with pytest.raises(BadRequest) as refused:
+        shared.change({"routing": {"weights": {"teacher": 0, "student": 100}}}, source="admin-api", actor="ops")
+    assert refused.value.status == 409
+    deployed = shared.deploy(W(0, 100))          # the file's split does not override the rollout's
+    assert deployed["source"] == "serve-deploy" and split(deployed) == {"teacher": 100.0}
+    shared.set_weights({"teacher": 90, "student": 10})
+    assert shared.deploy(W(0, 100))["source"] == "rollout"   # same file again: nothing new
