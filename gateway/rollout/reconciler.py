@@ -181,8 +181,13 @@ class RolloutReconciler:
             self.metrics.record_status(restored)
             return restored
         stable = self._stable_after(stored)
-        new, actions = sm.start(self.spec, teacher=self.teacher, student=self.student, now=now,
-                                student_version=self.student_version, stable=stable)
+        if stored is not None and stored.teacher == self.teacher and stored.stable == self.student != self.teacher:
+            # The stable student named as the candidate again (another candidate left): guard it.
+            new, actions = sm.guard_stable(self.spec, teacher=self.teacher, student=self.student, now=now,
+                                           student_version=self.student_version, previous=stable)
+        else:
+            new, actions = sm.start(self.spec, teacher=self.teacher, student=self.student, now=now,
+                                    student_version=self.student_version, stable=stable)
         self._transition(new, actions, now, event={"kind": "started", "stable": new.stable,
                                                    "previous_candidate": stored.student if stored else None})
         return new

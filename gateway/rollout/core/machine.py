@@ -164,6 +164,21 @@ def start(spec: RolloutSpec, *, teacher: str, student: str, now: float,
     return status, [SetWeights(status.weights(), status.reason), _notify(status, "started", status.reason, now)]
 
 
+def guard_stable(spec: RolloutSpec, *, teacher: str, student: str, now: float, student_version: str = "",
+                 previous: str = "") -> Transition:
+    """Watch ``student``, already the stable variant, again: a config naming the stable student as
+    its candidate (e.g. after another candidate's rollback) guards it instead of re-running its canary.
+
+    It keeps 100 %; a guard rollback returns the traffic to ``previous`` (default: the teacher).
+    """
+    phase = RolloutPhase.GUARDING if spec.guard.enabled else RolloutPhase.PROMOTED
+    reason = f"{student} is the stable variant: guarded again (a rollback returns to {previous or teacher})"
+    status = RolloutStatus(teacher=teacher, student=student, student_version=student_version, stable=student,
+                           previous_stable=previous or teacher, phase=phase, step_index=len(spec.steps) - 1,
+                           weight=100.0, started_at=now, step_started_at=now, updated_at=now, reason=reason)
+    return status, [SetWeights(status.weights(), reason), _notify(status, "guarding", reason, now)]
+
+
 def check_due(spec: RolloutSpec, status: RolloutStatus, now: float) -> bool:
     """True when analysis runs in this phase and its interval passed since the last check."""
     if status.phase not in CHECKED_PHASES:
