@@ -27,6 +27,9 @@ ROWS_PER_REQUEST = int(os.environ.get("KDGATE_ROWS_PER_REQUEST", "4"))
 STEP_USERS = int(os.environ.get("KDGATE_STEP_USERS", "4"))
 STEP_SECONDS = float(os.environ.get("KDGATE_STEP_SECONDS", "10"))
 STEPS = int(os.environ.get("KDGATE_STEPS", "3"))
+# Input drift (the demo's guard stage): every Nth feature moves by SHIFT x its standard deviation.
+SHIFT_STD = float(os.environ.get("KDGATE_SHIFT_STD", "0"))
+SHIFT_EVERY = int(os.environ.get("KDGATE_SHIFT_EVERY", "2"))
 WAIT_MIN_S, WAIT_MAX_S = 0.01, 0.05
 
 _user_ids = itertools.count()
@@ -68,11 +71,20 @@ def _load_payloads(environment, **_kwargs) -> None:
         with urllib.request.urlopen(f"{environment.host}/v2/models/{MODEL}", timeout=10) as response:
             (tensor,) = json.loads(response.read())["inputs"]
         width = tensor["shape"][-1] if len(tensor["shape"]) > 1 else 40  # no shape declared: MNIST-1D
-        _payload.update(rows=dataset_rows(width), input=tensor["name"])
+        _payload.update(rows=shifted(dataset_rows(width), SHIFT_STD, SHIFT_EVERY), input=tensor["name"])
     except (OSError, ValueError, KeyError) as err:
         logging.error("kdgate locustfile: cannot read model %r from %s: %s", MODEL, environment.host, err)
         environment.process_exit_code = 2
         environment.runner.quit()
+
+
+def shifted(rows: list[list[float]], std: float, every: int = 2) -> list[list[float]]:
+    """``rows`` with every ``every``-th feature moved by ``std`` x its standard deviation (0: unchanged)."""
+    if not std:
+        return rows
+    from kdgate.demo.setup import shift_features
+
+    return shift_features(rows, std, every).tolist()
 
 
 def _batch() -> list[list[float]]:

@@ -10,7 +10,7 @@ Example::
 
     with LocustLoad(url, csv_prefix=out / "locust-good") as load, \
             Sampler(url, token, stage="good") as sampler:
-        wait_for_phase(sampler, ("Guarding",), timeout_s=120)
+        wait_for(sampler, lambda s: s["phase"] == "Guarding", timeout_s=120)
     load.summary()   # {"requests": 4021, "failures": 0, "p50_ms": 6.0, ...}
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -39,12 +40,12 @@ class LocustLoad:
     """
 
     def __init__(self, url: str, *, csv_prefix: pathlib.Path, users: int = 3, model: str = "mnist1d",
-                 max_s: int = 600):
+                 max_s: int = 600, shift_std: float = 0.0):
         self.url, self.csv_prefix = url, csv_prefix
         self.command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
                         "--csv", str(csv_prefix), "--loglevel", "WARNING", "--only-summary", "--stop-timeout", "2"]
         self.env = {**os.environ, "KDGATE_MODEL": model, "KDGATE_STEP_USERS": str(users), "KDGATE_STEPS": "1",
-                    "KDGATE_STEP_SECONDS": str(max_s)}
+                    "KDGATE_STEP_SECONDS": str(max_s), "KDGATE_SHIFT_STD": str(shift_std)}
         self.process: subprocess.Popen | None = None
         self.log_path = csv_prefix.with_name(csv_prefix.name + ".log")
 
@@ -145,19 +146,36 @@ class Sampler:
         rollout = self.admin.get("/admin/rollout")["status"]
         return {"t": time.time(), "stage": self.stage, "weights": self.admin.get("/admin/split")["weights"],
                 "phase": rollout["phase"], "rollout_weight": rollout["weight"], "reason": rollout.get("reason", ""),
-                "stats": self.admin.get("/admin/stats")}
+                "candidate": rollout.get("candidate"), "stable": rollout.get("stable"),
+                "last_verdict": rollout.get("last_verdict"), "stats": self.admin.get("/admin/stats")}
 
 
-def wait_for_phase(sampler: Sampler, phases: tuple[str, ...], *, timeout_s: float, on_sample=None) -> dict | None:
-    """Block until the sampled rollout phase is one of ``phases`` (or timeout); return that sample."""
-    deadline, seen = time.monotonic() + timeout_s, 0
+def wait_for(sampler: Sampler, until: Callable[[dict], bool], *, timeout_s: float,
+             on_sample: Callable[[dict], None] | None = None) -> dict | None:
+    """Block until a new sample satisfies ``until(sample)`` (or timeout); return that sample."""
+    deadline, seen = time.monotonic() + timeout_s, len(sampler.samples)
     while time.monotonic() < deadline:
         if len(sampler.samples) > seen:
             seen = len(sampler.samples)
             sample = sampler.samples[-1]
             if on_sample is not None:
                 on_sample(sample)
-            if sample["phase"] in phases:
+            if until(sample):
                 return sample
         time.sleep(0.2)
     return None
+
+
+def combined_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Locust summaries of consecutive runs as one: requests and failures add up, p99 the worst.
+
+    >>> combined_stats([{"requests": 10, "failures": 0, "p50_ms": 2.0, "p99_ms": 9.0, "rps": 5.0},
+    ...                 {"requests": 30, "failures": 1, "p50_ms": 4.0, "p99_ms": 7.0, "rps": 6.0}])["p99_ms"]
+    9.0
+    """
+    if len(parts) == 1:
+        return parts[0]
+    worst = [p["p99_ms"] for p in parts if p.get("p99_ms") is not None]
+    busiest = max(parts, key=lambda p: p["requests"])
+    return {"requests": sum(p["requests"] for p in parts), "failures": sum(p["failures"] for p in parts),
+            "p50_ms": busiest.get("p50_ms"), "p99_ms": max(worst) if worst else None, "rps": busiest.get("rps")}

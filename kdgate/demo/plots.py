@@ -16,8 +16,8 @@ from typing import Any
 
 from distill.plots import COLORS, pyplot, save_figure
 
-STAGE_STYLE = {"good": "-", "bad": "--"}
-STAGE_LABEL = {"good": "v1", "bad": "v2"}
+STAGE_STYLE = {"v1": "-", "v2": "--", "drift": "-.", "v3": "-"}
+STAGE_LABEL = {"drift": "v1 (drift)"}
 
 
 def _by_stage(points: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -46,11 +46,44 @@ def _mark_events(ax, points: Sequence[Mapping[str, Any]], rollbacks: Sequence[tu
         ax.axvline(t - t0, color="#c0392b", linestyle="--", linewidth=1.5)
         ax.annotate(label, (t - t0, 0.97), xycoords=("data", "axes fraction"), va="top", ha="right",
                     fontsize=8, color="#c0392b", xytext=(-3, 0), textcoords="offset points")
-    promoted = [p for p in points if p["phase"] in ("Promoted", "Guarding")]
-    if promoted:
-        ax.axvline(promoted[0]["t"] - t0, color="#1e8449", linestyle=":", linewidth=1.5)
-        ax.annotate("promoted", (promoted[0]["t"] - t0, 0.97), xycoords=("data", "axes fraction"), va="top",
+    for t, label in promotion_moments(points):
+        ax.axvline(t - t0, color="#1e8449", linestyle=":", linewidth=1.5)
+        ax.annotate(label, (t - t0, 0.97), xycoords=("data", "axes fraction"), va="top",
                     ha="right", fontsize=8, color="#1e8449", xytext=(-3, 0), textcoords="offset points")
+
+
+def promotion_moments(points: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    """(time, label) of each moment a candidate became the stable variant.
+
+    >>> promotion_moments([{"t": 1, "candidate": "v1", "stable": "teacher"}, {"t": 2, "candidate": "v1", "stable": "v1"}])
+    [(2, 'v1 promoted')]
+    """
+    moments, before = [], None
+    for p in points:
+        if p.get("stable") == p.get("candidate") and before is not None and before != p.get("stable"):
+            moments.append((p["t"], f"{p['stable']} promoted"))
+        before = p.get("stable")
+    return moments
+
+
+def stable_plot(path: pathlib.Path, points: Sequence[Mapping[str, Any]], rollbacks, t0: float) -> pathlib.Path:
+    """Which variant was stable (served the traffic off the canary) over time, one step line."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    names = list(dict.fromkeys(p["stable"] for p in points if p.get("stable")))
+    for stage, stage_points in _by_stage(points).items():
+        xs, ys = _series(stage_points, lambda p: names.index(p["stable"]) if p.get("stable") else None, t0)
+        if xs:
+            ax.step(xs, ys, "-", where="post", color=COLORS["student"], linewidth=2,
+                    label=STAGE_LABEL.get(stage, stage))
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.5, max(len(names) - 0.5, 0.5))
+    _mark_events(ax, points, rollbacks, t0)
+    ax.set_xlabel("seconds since the gateway started serving")
+    ax.set_ylabel("stable variant")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return save_figure(fig, path)
 
 
 def _plot(path: pathlib.Path, points, rollbacks, t0: float, *, ylabel: str,
@@ -82,9 +115,10 @@ def write_plots(plots_dir: pathlib.Path, points: Sequence[Mapping[str, Any]],
     teacher, student = COLORS["teacher"], COLORS["student"]
     args = (points, rollbacks, t0)
     return {
-        "Student traffic weight over time": _plot(
-            plots_dir / "weight.png", *args, ylabel="student live traffic (%)", step=True, ylim=(-3, 103),
-            lines=[("student weight", lambda p: p["weight"], student)]),
+        "Stable variant over time": stable_plot(plots_dir / "stable.png", *args),
+        "Candidate traffic weight over time": _plot(
+            plots_dir / "weight.png", *args, ylabel="candidate live traffic (%)", step=True, ylim=(-3, 103),
+            lines=[("weight", lambda p: p["weight"], student)]),
         "Agreement with the teacher (5 s window)": _plot(
             plots_dir / "agreement.png", *args, ylabel="top-1 agreement", ylim=(0, 1.02),
             lines=[("agreement", lambda p: p["agreement"], student)]),

@@ -68,7 +68,8 @@ def timeline_points(samples: Sequence[Mapping[str, Any]], *, teacher: str, stude
     points = []
     for i, sample in enumerate(samples):
         point = {"t": sample["t"], "stage": sample["stage"], "phase": sample["phase"],
-                 "weight": float(sample["weights"].get(student, 0.0))}
+                 "weight": float(sample["weights"].get(student, 0.0)),
+                 "candidate": sample.get("candidate"), "stable": sample.get("stable")}
         j = _earlier(samples, i, window_s)
         if j is not None:
             window = _observe(sample, teacher, student, prices).minus(_observe(samples[j], teacher, student, prices))
@@ -105,9 +106,11 @@ def stage_summary(stage: Mapping[str, Any], points: Sequence[Mapping[str, Any]],
     def typical(role: str, key: str) -> float | None:
         return _median([p[role][key] for p in live])
 
+    ours = [p for p in mine if p.get("candidate") == stage["variant"]]  # not the previous stage's status
     return {
         "stage": stage["key"], "title": stage["title"], "student": stage["variant"],
         "outcome": status.get("phase"), "reason": status.get("reason", ""),
+        "stable_before": ours[0].get("stable") if ours else None, "stable_after": status.get("stable"),
         "weights_seen": weight_path(mine),
         "seconds": (mine[-1]["t"] - mine[0]["t"]) if mine else 0.0,
         "agreement": _median([p["agreement"] for p in live]),
@@ -136,7 +139,7 @@ def _fmt(value: Any, kind: str = "num") -> str:
     return formats[kind](value)
 
 
-SUMMARY_COLUMNS = ("rollout", "outcome", "live weight %", "agreement", "student p50/p99 ms",
+SUMMARY_COLUMNS = ("rollout", "outcome", "stable", "live weight %", "agreement", "student p50/p99 ms",
                    "teacher p50/p99 ms", "$/1M inferences student/teacher", "requests", "failed", "time")
 
 
@@ -144,7 +147,8 @@ def summary_cells(row: Mapping[str, Any]) -> list[str]:
     """The summary table's cells for one stage (terminal and HTML share them)."""
     weights = "→".join(f"{w:g}" for w in row["weights_seen"])
     return [
-        row["title"], str(row["outcome"]), weights, _fmt(row["agreement"], "pct"),
+        row["title"], str(row["outcome"]), f"{row.get('stable_before') or '-'} → {row.get('stable_after') or '-'}",
+        weights, _fmt(row["agreement"], "pct"),
         f"{_fmt(row['student_p50_ms'], 'ms')} / {_fmt(row['student_p99_ms'], 'ms')}",
         f"{_fmt(row['teacher_p50_ms'], 'ms')} / {_fmt(row['teacher_p99_ms'], 'ms')}",
         f"{_fmt(row['student_usd_per_million'], 'usd')} / {_fmt(row['teacher_usd_per_million'], 'usd')}",
@@ -158,7 +162,7 @@ def rich_summary(rows: Sequence[Mapping[str, Any]], title: str = "kdgate demo"):
 
     table = Table(title=title)
     for column in SUMMARY_COLUMNS:
-        table.add_column(column, justify="left" if column in ("rollout", "outcome") else "right")
+        table.add_column(column, justify="left" if column in ("rollout", "outcome", "stable") else "right")
     for row in rows:
         table.add_row(*summary_cells(row))
     return table

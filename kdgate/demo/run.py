@@ -1,16 +1,22 @@
-"""`make demo`: kdgate's whole story on one machine, in about five minutes.
+"""`make demo`: a student's production life on one machine, in under ten minutes.
 
 1. distil an MNIST-1D student from a teacher and export both to ONNX (``kdgate distill``);
 2. start the gateway on a private local Ray Serve (loopback, free ports, fast modes);
-3. roll the student out under real Locust load: shadow -> 5 -> 25 -> 50 -> 100 %, each step
-   gated on agreement with the teacher, KL, latency, errors, output and input drift and,
-   before 100 %, cost per inference -- automatic promotion;
-4. roll out a deliberately corrupted student v2 (its weights perturbed): the gates fail
-   and the controller rolls it back on its own, while no request fails;
-5. print a summary table and write a report folder (HTML + PNG plots: weight over time,
-   agreement, p50/p99 per variant, cost per inference, the moment of rollback).
+3. **v1**: roll the student out under real Locust load: shadow -> 5 -> 25 -> 50 -> 100 %, each
+   step gated on agreement with the teacher, KL, latency, errors, output and input drift and,
+   before 100 %, cost per inference -- promoted, v1 becomes the stable variant (guarded);
+4. **v2**: a deliberately corrupted candidate takes a 5 % canary from v1; the gates fail and
+   the controller rolls it back onto v1 (v1 stays at 100 %);
+5. **drift**: v1 is guarded again; once a guard check passed, the live inputs drift; the guard
+   rolls v1 back to the teacher and the disagreeing inputs are captured;
+6. **v3**: ``kdgate capture export`` (captured rows appended to the original transfer set) ->
+   ``kdgate distill`` (short schedule, the served teacher labels) -> v3 is rolled out on the
+   drifted traffic and promoted;
+7. print a summary table and write a report folder (HTML + PNG plots: weight and stable
+   variant over time, agreement, p50/p99 per variant, cost per inference, rollbacks).
 
-Ray, Serve, HAProxy and Locust are shut down on success, failure, Ctrl-C or SIGTERM.
+No request may fail throughout. Ray, Serve, HAProxy and Locust are shut down on success,
+failure, Ctrl-C or SIGTERM.
 
 Example::
 
@@ -25,13 +31,17 @@ import pathlib
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
 
+import yaml
+
 from kdgate.demo.setup import (
-    BAD_STAGE, GOOD_STAGE, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, DemoModels, Stage, calibrated_gates,
-    make_bad_student, offline_agreement, stage_config, write_json, write_traffic_rows,
+    DRIFT_STD, STAGES, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, DemoModels, Stage, base_dataset,
+    calibrated_gates, make_bad_student, offline_agreement, redistill_config, shift_features, stage_config,
+    write_json, write_traffic_rows,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -53,6 +63,7 @@ class Demo:
         self.workdir = self.report_dir / "gateway"
         self.started = time.monotonic()
         self.notes: list[str] = []
+        self.captured_rows: int | None = None
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold cyan]demo[/] {message}")
@@ -60,35 +71,80 @@ class Demo:
     def run(self) -> dict[str, Any]:
         shutil.rmtree(self.workdir, ignore_errors=True)  # a fresh rollout state, capture and audit log
         self.distill()
-        good = offline_agreement(self.models.teacher, self.models.student, self._rows())
+        rows = self._rows()
+        drifted = shift_features(rows, DRIFT_STD)
+        good = offline_agreement(self.models.teacher, self.models.student, rows)
         bad_path, bad = make_bad_student(self.models, noise=self.args.bad_noise)
+        offline = {"v1": good, "v2": bad, "v1_drifted": offline_agreement(self.models.teacher, self.models.student,
+                                                                           drifted)}
         gates = calibrated_gates(good)
-        self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%}, "
-                 f"corrupted v2 {bad['agreement']:.1%}; agreement gate: Wilson lower bound >= "
-                 f"{gates['agreement']['min_lower_bound']:.3f}, KL gate <= {gates['kl']['max_mean']:.3f}")
+        self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%} "
+                 f"({offline['v1_drifted']['agreement']:.1%} on drifted rows), corrupted v2 {bad['agreement']:.1%}; "
+                 f"agreement gate: Wilson lower bound >= {gates['agreement']['min_lower_bound']:.3f}, "
+                 f"KL gate <= {gates['kl']['max_mean']:.3f}")
         from gateway.serve.local import LocalServe
 
-        stages = []
+        students, manifests, stages = {"v1": self.models.student, "v2": bad_path}, {}, []
+        guard = {"interval_s": self.args.guard_interval, "min_samples": self.args.min_samples,
+                 "shadow_fraction": self.args.guard_shadow}
         with LocalServe(fast=not self.args.default_modes, num_cpus=self.args.num_cpus) as local:
             self.say(f"Ray Serve up on {local.url} ({local.mode} mode)")
-            token = secrets.token_urlsafe(16)
             token_file = self.workdir / "admin-token"
             token_file.parent.mkdir(parents=True, exist_ok=True)
-            token_file.write_text(token)
-            for stage, student in ((GOOD_STAGE, self.models.student), (BAD_STAGE, bad_path)):
-                config = stage_config(stage, self.models, student_path=student, gates=gates, workdir=self.workdir,
-                                      token_file=token_file, interval_s=self.args.interval,
-                                      min_samples=self.args.min_samples)
+            token_file.write_text(token := secrets.token_urlsafe(16))
+            for stage in STAGES:
+                if stage.variant not in students:
+                    students[stage.variant], manifests[stage.variant], offline["v3"] = self.redistill(drifted)
+                    offline["v3_drifted"] = offline_agreement(self.models.teacher, students["v3"], drifted)
+                config = stage_config(stage, self.models, students=students, manifests=manifests, gates=gates,
+                                      workdir=self.workdir, token_file=token_file, interval_s=self.args.interval,
+                                      min_samples=self.args.min_samples, guard=guard)
                 stages.append(self.roll_out(stage, config, local.url, token))
         info = [
             "The split is per request (sticky_header: null): with the few Locust users a 2-core machine can "
             "drive, a sticky 5 % canary would hold all or none of them. deployments/*.yaml keep x-user-id.",
             f"v2 is v1 with Gaussian noise of {self.args.bad_noise:g} x each weight tensor's std added "
-            "(a corrupted export); it goes straight to a live 5 % canary so its rollback takes live traffic away.",
+            "(a corrupted export); it goes straight to a live 5 % canary taken from the stable v1.",
+            f"The drift: every 2nd input feature moved by {DRIFT_STD:g} standard deviation. v3's manifest reference "
+            "is v1's training data, which drifted traffic no longer resembles: v3's input-drift gate is off, "
+            "agreement with the teacher on the drifted traffic judges it.",
+            f"After a promotion the teacher answers only the guard's {self.args.guard_shadow:.0%} shadow share "
+            "of the stable student's traffic.",
             "Cost per inference = busy seconds x $/hour of the variant / inferences "
             f"(teacher ${TEACHER_USD_PER_HOUR}/h, student ${STUDENT_USD_PER_HOUR}/h).",
         ]
-        return {"offline": {"v1": good, "v2": bad}, "gates": gates, "stages": stages, "info": info}
+        return {"offline": offline, "gates": gates, "stages": stages, "info": info,
+                "captured_rows": self.captured_rows}
+
+    def redistill(self, drifted) -> tuple[pathlib.Path, pathlib.Path, dict[str, float]]:
+        """capture export -> distill: v3 from the original transfer set plus the captured drifted rows."""
+        v3_dir = self.models.dir / "v3"
+        v3_dir.mkdir(parents=True, exist_ok=True)
+        base = base_dataset(self.args.config, v3_dir / "base.npz")
+        data = v3_dir / "transfer-with-capture.npz"
+        self._kdgate("capture", "export", "--dir", str(self.workdir / "capture-drift"), "--base", str(base),
+                     "--out", str(data))
+        import numpy as np
+
+        with np.load(base) as b, np.load(data) as d:
+            self.captured_rows = int(len(d["x_unlabeled"]) - len(b["x_unlabeled"]))
+        config_path = v3_dir / "distill-v3.yaml"
+        config_path.write_text(yaml.safe_dump(redistill_config(self.args.config, self.models, data,
+                                                               epochs=self.args.v3_epochs)))
+        self.say(f"{self.captured_rows} captured rows appended to the transfer set; distilling v3 "
+                 f"({self.args.v3_epochs} epochs)")
+        self._kdgate("distill", str(config_path), "--out", str(v3_dir))
+        v3 = DemoModels.from_dir(v3_dir)
+        agreement = offline_agreement(self.models.teacher, v3.student, self._rows())
+        return v3.student, v3.manifest, agreement
+
+    def _kdgate(self, *args: str) -> None:
+        """Run the ``kdgate`` CLI as a user would (its output in the demo's log)."""
+        self.say("[bold]kdgate " + " ".join(args) + "[/]")
+        log = self.workdir / "kdgate-cli.log"
+        with log.open("a") as out:
+            subprocess.run([sys.executable, "-m", "kdgate.cli", *args], check=True, stdout=out,
+                           stderr=subprocess.STDOUT)
 
     def _rows(self):
         import numpy as np
@@ -117,31 +173,60 @@ class Demo:
 
         from gateway.serve.app import build_app
         from gateway.serve.local import wait_ready
-        from kdgate.demo.load import AdminClient, LocustLoad, Sampler, wait_for_phase
+        from kdgate.demo.load import AdminClient, Sampler, combined_stats, wait_for
 
-        self.say(f"[bold]{stage.title}[/]: deploying teacher + {stage.variant}, rollout steps {list(stage.steps)}")
+        students = ", ".join((*stage.others, stage.variant))
+        self.say(f"[bold]{stage.title}[/]: deploying teacher + {students}, candidate {stage.variant}")
         serve.run(build_app({"config": config}), name="kdgate", route_prefix="/")
         wait_ready(url)
-        load = LocustLoad(url, csv_prefix=self.workdir / f"locust-{stage.key}", users=self.args.users)
-        progress = _ProgressPrinter(self, stage)
-        with load, Sampler(url, token, stage=stage.key) as sampler:
-            self.say(f"Locust (loadtests/locustfile.py): {self.args.users} sticky users, V1 + V2 requests of 4 rows")
-            final = wait_for_phase(sampler, TERMINAL_PHASES, timeout_s=self.args.stage_timeout, on_sample=progress)
-            time.sleep(self.args.linger)  # traffic goes on after the verdict: still no failures
+        progress, parts = _ProgressPrinter(self, stage), []
+        mine = lambda s: s.get("candidate") == stage.variant  # noqa: E731 -- not the previous stage's status
+        # A stage that starts guarded waits for its rollback (or Aborted); the others for any verdict.
+        verdicts = ("RolledBack", "Aborted") if stage.drift == "after_guard" else TERMINAL_PHASES
+        with Sampler(url, token, stage=stage.key) as sampler:
+            load = self._locust(url, stage, DRIFT_STD if stage.drift == "always" else 0.0, "")
+            try:
+                if stage.drift == "after_guard":
+                    wait_for(sampler, lambda s: mine(s) and s["phase"] == "Guarding" and s["last_verdict"] == "passed",
+                             timeout_s=self.args.stage_timeout, on_sample=progress)
+                    parts.append(self._stop(load))
+                    self.say(f"  a guard check passed on healthy traffic; the inputs now drift "
+                             f"(every 2nd feature +{DRIFT_STD:g} std)")
+                    load = self._locust(url, stage, DRIFT_STD, "-drifted")
+                final = wait_for(sampler, lambda s: mine(s) and s["phase"] in verdicts,
+                                 timeout_s=self.args.stage_timeout, on_sample=progress)
+                time.sleep(self.args.linger)  # traffic goes on after the verdict: still no failures
+            finally:
+                parts.append(self._stop(load))
         admin = AdminClient(url, token)
         history = admin.get("/admin/rollout")
         admin.close()
-        locust = load.summary()
-        outcome = history["status"]["phase"]
+        locust, outcome = combined_stats(parts), history["status"]["phase"]
+        stable_after = history["status"]["stable"]
         if final is None:
             self.notes.append(f"{stage.title}: no verdict within {self.args.stage_timeout:g} s (phase {outcome})")
-        if outcome != stage.expect:
-            self.notes.append(f"{stage.title}: expected {stage.expect}, got {outcome}")
-        self.say(f"{stage.title}: [bold]{outcome}[/] {history['status'].get('reason', '')}; Locust sent "
-                 f"{locust['requests']} requests, {locust['failures']} failed")
+        if (outcome, stable_after) != (stage.expect, stage.expect_stable):
+            self.notes.append(f"{stage.title}: expected {stage.expect} with {stage.expect_stable} stable, got "
+                              f"{outcome} with {stable_after} stable")
+        if locust["failures"]:
+            self.notes.append(f"{stage.title}: {locust['failures']} of {locust['requests']} requests failed")
+        self.say(f"{stage.title}: [bold]{outcome}[/], stable {stable_after}: {history['status'].get('reason', '')}; "
+                 f"Locust sent {locust['requests']} requests, {locust['failures']} failed")
         return {"key": stage.key, "title": stage.title, "variant": stage.variant, "expect": stage.expect,
                 "samples": sampler.samples, "status": history["status"], "checks": history["checks"],
                 "events": history["events"], "locust": locust}
+
+    def _locust(self, url: str, stage: Stage, shift_std: float, suffix: str):
+        from kdgate.demo.load import LocustLoad
+
+        load = LocustLoad(url, csv_prefix=self.workdir / f"locust-{stage.key}{suffix}", users=self.args.users,
+                          shift_std=shift_std)
+        return load.__enter__()
+
+    @staticmethod
+    def _stop(load) -> dict[str, Any]:
+        load.stop()
+        return load.summary()
 
 
 class _ProgressPrinter:
@@ -169,9 +254,11 @@ def build_report(result: dict[str, Any], notes: list[str], wall_s: float) -> dic
         points += stage_points
         rows.append(stage_summary(stage, stage_points, stage["status"], stage["locust"]))
         details.append({k: v for k, v in stage.items() if k != "samples"})
-    v1, v2 = result["offline"]["v1"], result["offline"]["v2"]
-    subtitle = (f"MNIST-1D, teacher vs distilled student; offline agreement v1 {v1['agreement']:.1%}, "
-                f"corrupted v2 {v2['agreement']:.1%}; demo wall time {wall_s:.0f} s")
+    offline = result["offline"]
+    agreement = ", ".join(f"{name.replace('_drifted', ' on drifted rows')} {offline[name]['agreement']:.1%}"
+                          for name in ("v1", "v2", "v1_drifted", "v3", "v3_drifted") if name in offline)
+    subtitle = (f"MNIST-1D, teacher vs distilled students; offline agreement with the teacher: {agreement}; "
+                f"{result.get('captured_rows') or 0} captured rows re-distilled into v3; demo wall time {wall_s:.0f} s")
     return {"subtitle": subtitle, "wall_s": wall_s, "stages": rows, "stage_details": details, "points": points,
             "gates": result["gates"], "offline": result["offline"],
             "notes": [f"NOT as expected: {n}" for n in notes] + result.get("info", [])}
@@ -187,6 +274,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-samples", type=int, default=100, help="samples a gate needs to judge")
     parser.add_argument("--users", type=int, default=3, help="Locust users (closed loop, 10-50 ms think time)")
     parser.add_argument("--bad-noise", type=float, default=0.3, help="weight noise of the corrupted v2 (x std)")
+    parser.add_argument("--guard-interval", type=float, default=6.0, help="guard check interval, seconds")
+    parser.add_argument("--guard-shadow", type=float, default=0.25,
+                        help="share of the stable student's traffic the teacher answers in shadow")
+    parser.add_argument("--v3-epochs", type=int, default=4, help="training epochs of the re-distilled v3")
     parser.add_argument("--stage-timeout", type=float, default=180.0, help="longest wait for a verdict, seconds")
     parser.add_argument("--linger", type=float, default=4.0, help="seconds of load after each verdict")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
@@ -196,7 +287,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; exit 0 when v1 was promoted and v2 rolled back, 1 otherwise, 130 on Ctrl-C."""
+    """Run the demo; exit 0 when every stage ended as expected with no failed request, 1 otherwise, 130 on Ctrl-C."""
     from rich.console import Console
 
     from kdgate.demo.report import rich_summary, write_demo_report

@@ -26,19 +26,34 @@ TEACHER_USD_PER_HOUR, STUDENT_USD_PER_HOUR = 0.40, 0.10
 
 @dataclass(frozen=True)
 class Stage:
-    """One rollout of the demo: which student, through which steps."""
+    """One chapter of the demo: which student is the candidate, through which steps, on what traffic."""
 
-    key: str            # "good" | "bad"
+    key: str            # "v1" | "v2" | "drift" | "v3"
     title: str
-    variant: str        # the student's variant name in the gateway
+    variant: str        # the candidate's variant name in the gateway
     version: str
     steps: tuple        # rollout steps, e.g. ("shadow", 5, 25, 50, 100)
     expect: str         # the phase the demo waits for: Guarding (promoted) | RolledBack
+    expect_stable: str  # the stable variant the stage should end with
+    serving: str = "teacher"   # what the deployed file routes to (the rollout's stored split wins)
+    others: tuple = ()         # students deployed beside the candidate (e.g. the stable v1 under v2)
+    drift: str = "none"        # none | after_guard (healthy, then drifted) | always
+    input_drift_gate: bool = True
 
 
-GOOD_STAGE = Stage("good", "v1: distilled student", "student", "student-1", ("shadow", 5, 25, 50, 100), "Guarding")
-# v2 goes straight to a live 5 % canary so the rollback visibly takes live traffic away.
-BAD_STAGE = Stage("bad", "v2: corrupted student", "student-v2", "student-2", (5, 25, 50, 100), "RolledBack")
+# v2 goes straight to a live 5 % canary so the rollback visibly takes live traffic away from v1.
+V1_STAGE = Stage("v1", "v1: distilled student", "v1", "v1", ("shadow", 5, 25, 50, 100), "Guarding", "v1")
+V2_STAGE = Stage("v2", "v2: corrupted candidate", "v2", "v2", (5, 25, 50, 100), "RolledBack", "v1",
+                 serving="v1", others=("v1",))
+# The file names the stable v1 again (v2 removed): v1 is guarded, then the inputs drift.
+DRIFT_STAGE = Stage("drift", "v1 guarded: input drift", "v1", "v1", ("shadow", 5, 25, 50, 100), "RolledBack",
+                    "teacher", serving="v1", drift="after_guard")
+# v3 learned the drifted inputs; its manifest's reference is still v1's training data, which the
+# drifted traffic no longer resembles, so its input-drift gate is off (agreement still judges it).
+V3_STAGE = Stage("v3", "v3: re-distilled on the captured drift", "v3", "v3", (5, 50, 100), "Guarding", "v3",
+                 drift="always", input_drift_gate=False)
+STAGES = (V1_STAGE, V2_STAGE, DRIFT_STAGE, V3_STAGE)
+DRIFT_STD = 1.0     # the drift: every 2nd feature moves by this many standard deviations
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,17 @@ def write_traffic_rows(config_path: pathlib.Path, models: DemoModels) -> int:
     ds = load_dataset(config.data, seed=config.seed)
     np.save(models.traffic, ds.x_test.astype(np.float32))
     return int(len(ds.x_test))
+
+
+def shift_features(x, std: float, every: int = 2) -> np.ndarray:
+    """Input drift: every ``every``-th feature of ``x`` moved by ``std`` x that feature's standard deviation.
+
+    >>> shift_features([[0.0, 0.0], [2.0, 2.0]], 1.0).tolist()
+    [[1.0, 0.0], [3.0, 2.0]]
+    """
+    x = np.array(x, dtype=np.float32)
+    x[:, ::every] += std * x[:, ::every].std(axis=0)
+    return x
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -134,33 +160,86 @@ def calibrated_gates(good: dict[str, float], margin: float = 0.06) -> dict[str, 
     }
 
 
-def stage_config(stage: Stage, models: DemoModels, *, student_path: pathlib.Path, gates: dict[str, Any],
-                 workdir: pathlib.Path, token_file: pathlib.Path, interval_s: float = 6.0,
-                 min_samples: int = 100) -> dict[str, Any]:
-    """The gateway config of one stage: teacher + the stage's student + its rollout policy."""
-    teacher = {"name": "teacher", "role": "teacher", "backend": "onnx", "model_path": str(models.teacher),
-               "device": "cpu", "version": "teacher-1", "timeout_s": 2.0, "usd_per_hour": TEACHER_USD_PER_HOUR,
-               "batching": {"enabled": True, "max_batch_size": 32, "wait_timeout_s": 0.002}}
-    student = {"name": stage.variant, "role": "student", "backend": "onnx", "model_path": str(student_path),
-               "manifest_path": str(models.manifest), "device": "cpu", "colocated": True,
-               "version": stage.version, "timeout_s": 0.5, "usd_per_hour": STUDENT_USD_PER_HOUR}
+def _variant(name: str, role: str, path: pathlib.Path, version: str, models: DemoModels,
+             manifest: pathlib.Path | None = None) -> dict[str, Any]:
+    if role == "teacher":
+        return {"name": name, "role": role, "backend": "onnx", "model_path": str(path), "device": "cpu",
+                "version": version, "timeout_s": 2.0, "usd_per_hour": TEACHER_USD_PER_HOUR,
+                "batching": {"enabled": True, "max_batch_size": 32, "wait_timeout_s": 0.002}}
+    return {"name": name, "role": role, "backend": "onnx", "model_path": str(path),
+            "manifest_path": str(manifest or models.manifest), "device": "cpu", "colocated": True,
+            "version": version, "timeout_s": 0.5, "usd_per_hour": STUDENT_USD_PER_HOUR}
+
+
+def stage_config(stage: Stage, models: DemoModels, *, students: dict[str, pathlib.Path], gates: dict[str, Any],
+                 workdir: pathlib.Path, token_file: pathlib.Path, interval_s: float = 6.0, min_samples: int = 100,
+                 guard: dict[str, Any] | None = None,
+                 manifests: dict[str, pathlib.Path] | None = None) -> dict[str, Any]:
+    """The gateway config of one stage: teacher, the candidate and ``stage.others``, one rollout state.
+
+    ``students`` maps variant names to ONNX files (``manifests`` to their manifest.json when not
+    the demo's); every stage shares one rollout state file, so a candidate takes its traffic from
+    the variant the previous stage left stable.
+    """
+    manifests = manifests or {}
+    variants = [_variant("teacher", "teacher", models.teacher, "teacher-1", models)]
+    variants += [_variant(name, "student", students[name], name, models, manifests.get(name))
+                 for name in (*stage.others, stage.variant)]
+    stage_gates = {**gates, "input_drift": {**gates["input_drift"], "enabled": stage.input_drift_gate}}
     return {
-        "model_name": MODEL_NAME, "task": "classification", "variants": [teacher, student],
+        "model_name": MODEL_NAME, "task": "classification", "variants": variants,
         # Per-request split: the demo's handful of Locust users would make a sticky 5 % canary
         # all-or-nothing (each user stays on one variant); production configs keep x-user-id.
-        "routing": {"weights": {"teacher": 100, stage.variant: 0}, "sticky_header": None},
-        # Every request is compared: the teacher answers the student's in the background
+        "routing": {"weights": {stage.serving: 100}, "sticky_header": None},
+        # Every canary request is compared: the teacher answers the student's in the background
         # and the student the teacher's, so each check has enough pairs at any weight.
         "shadow": {"fraction": 1.0, "canary_compare_fraction": 1.0, "queue_size": 256, "timeout_s": 2.0},
-        "capture": {"enabled": True, "dir": str(workdir / f"capture-{stage.key}")},
+        # Small segments: the captured rows reach disk (and `kdgate capture export`) within seconds.
+        "capture": {"enabled": True, "dir": str(workdir / f"capture-{stage.key}"), "segment_rows": 16},
         "admin": {"token_file": str(token_file)},
         "audit_log": str(workdir / "audit.jsonl"),
         "rollout": {
-            "steps": list(stage.steps), "interval_s": interval_s, "min_samples": min_samples,
-            "failure_threshold": 2, "deadline_s": 20 * interval_s, "gates": gates,
-            "state_path": str(workdir / f"rollout-{stage.key}.sqlite"),
-            "evidence_dir": str(workdir / "evidence"),
+            "student": stage.variant, "steps": list(stage.steps), "interval_s": interval_s,
+            "min_samples": min_samples, "failure_threshold": 2, "deadline_s": 20 * interval_s, "gates": stage_gates,
+            "guard": guard or {"interval_s": interval_s, "min_samples": min_samples, "shadow_fraction": 0.25},
+            "state_path": str(workdir / "rollout.sqlite"), "evidence_dir": str(workdir / "evidence"),
         },
+    }
+
+
+def base_dataset(config_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """The distill config's data as a ``source: npz`` dataset (x, y, x_test, y_test, x_unlabeled):
+    the base that ``kdgate capture export --base`` appends the captured rows to."""
+    from distill.config import load_config
+    from distill.data import load_dataset
+
+    config = load_config(config_path)
+    ds = load_dataset(config.data, seed=config.seed)
+    np.savez(out, x=np.concatenate([ds.x_train, ds.x_val]), y=np.concatenate([ds.y_train, ds.y_val]),
+             x_test=ds.x_test, y_test=ds.y_test, x_unlabeled=ds.x_unlabeled)
+    return out
+
+
+def redistill_config(config_path: pathlib.Path, models: DemoModels, data_npz: pathlib.Path,
+                     epochs: int = 4) -> dict[str, Any]:
+    """The distill config of v3: the demo's student recipe on ``data_npz`` (original transfer set plus
+    the captured rows), labelled by the served teacher.onnx, on a short schedule (one sweep point)."""
+    import yaml
+
+    base = yaml.safe_load(config_path.read_text())
+    student = base.get("student", {})
+    sweep = base.get("sweep", {})
+    return {
+        "name": f"{base.get('name', 'demo')}-v3", "seed": base.get("seed", 0), "threads": base.get("threads", 2),
+        "cache_dir": base.get("cache_dir", ".kdgate-cache"),
+        "data": {"source": "npz", "path": str(data_npz)},
+        "teacher": {"source": "onnx", "path": str(models.teacher)},
+        "student": {"architecture": student.get("architecture", {}),
+                    "train": {**student.get("train", {}), "epochs": epochs},
+                    "baseline_train": {**student.get("baseline_train", {}), "epochs": 1}},
+        "sweep": {"temperatures": sweep.get("temperatures", [4])[-1:], "alphas": sweep.get("alphas", [0.9])[-1:],
+                  "epochs": 1, "data_fraction": 0.25},
+        "export": {"int8": False, "triton": False, "latency_repeats": 10},
     }
 
 

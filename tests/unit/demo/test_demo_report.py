@@ -38,6 +38,7 @@ def _samples(seconds: int, *, stage: str = "good", weight: float = 25.0, agree: 
         student = teacher if agree else rng.normal(size=(10, 10))
         stats.record_comparison("teacher", "student", compare_classification(teacher, student))
         samples.append({"t": clock.t, "stage": stage, "phase": "Progressing", "rollout_weight": weight,
+                        "candidate": "student", "stable": "teacher",
                         "weights": {"teacher": 100 - weight, "student": weight}, "stats": stats.snapshot()})
     return samples
 
@@ -72,7 +73,7 @@ def test_weight_path_collapses_repeats_in_order():
 def _stage_row(agree: bool = True, phase: str = "Promoted") -> dict:
     stage = {"key": "good", "title": "v1: distilled student", "variant": "student"}
     points = timeline_points(_samples(8, agree=agree), teacher="teacher", student="student", prices=PRICES, window_s=5)
-    status = {"phase": phase, "reason": "all gates passed", "updated_at": points[-1]["t"]}
+    status = {"phase": phase, "reason": "all gates passed", "updated_at": points[-1]["t"], "stable": "student"}
     return stage_summary(stage, points, status, {"requests": 120, "failures": 0, "p99_ms": 30.0})
 
 
@@ -81,8 +82,9 @@ def test_stage_summary_row_and_cells():
     assert row["outcome"] == "Promoted" and row["weights_seen"] == [25.0] and row["agreement"] == 1.0
     assert row["failures"] == 0 and row["seconds"] == pytest.approx(7.0)
     cells = summary_cells(row)
-    assert cells[0] == "v1: distilled student" and cells[3] == "100.0 %" and cells[7] == "120"
-    assert summary_cells({**row, "agreement": None})[3] == "-"
+    assert cells[0] == "v1: distilled student" and cells[4] == "100.0 %" and cells[8] == "120"
+    assert summary_cells({**row, "agreement": None})[4] == "-"
+    assert (row["stable_before"], row["stable_after"], cells[2]) == ("teacher", "student", "teacher → student")
 
 
 def test_rollback_moments_come_from_rolled_back_stages_only():
@@ -105,5 +107,5 @@ def test_write_demo_report_renders_html_with_plots_and_checks(tmp_path):
     text = html_path.read_text()
     assert "data:image/png;base64" in text and "rollback: agreement" in text and "a note" in text
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["agreement.png", "cost.png", "latency.png",
-                                                                      "weight.png"]
+                                                                      "stable.png", "weight.png"]
     assert (tmp_path / "report.json").exists()
