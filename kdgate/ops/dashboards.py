@@ -26,6 +26,7 @@ UID = "kdgate"
 TITLE = "kdgate: teacher/student gateway"
 MODEL = 'model=~"$model"'
 RANGE = "$__rate_interval"
+GUARDING, GUARD_REASON = 'phase="Guarding"', 'reason=~"guard:.*"'  # the reconciler's "guard:<gates>" reasons
 _VARIABLE = re.compile(r"\$(__rate_interval|model)\b")
 
 
@@ -92,6 +93,12 @@ def _quality_panels() -> tuple[Panel, ...]:
         Panel("Projected monthly cost at the current rate", "currencyUSD", (
             Target("{{variant}}", q.monthly_cost(MODEL, RANGE)),),
               description="Provisioned cost per inference x answered requests per second x 30 days."),
+        Panel("Cost saving vs teacher-only (monthly, at the current rate)", "currencyUSD", (
+            Target("saving", q.monthly_saving(MODEL, RANGE)),
+            Target("teacher-only", q.teacher_only_monthly_cost(MODEL, RANGE)),
+        ), description="What the teacher alone would cost for every answered request, minus what all variants "
+                       "cost now (shadow and guard answers included); the teacher serves only the guard's "
+                       "shadow share once a student is stable."),
     )
 
 
@@ -105,6 +112,13 @@ def _rollout_panels() -> tuple[Panel, ...]:
             Target("{{variant}} student weight", f"max by (variant) ({q.latest(q.ROLLOUT_WEIGHT, MODEL)})"),
             Target("{{gate}} failing", f"max by (gate) ({q.latest(q.ROLLOUT_GATE_FAILING, MODEL)})"),
         )),
+        Panel("Guard: the promoted (stable) student", "none", (
+            Target("{{variant}} guarding", f"max by (variant) ({q.latest(q.ROLLOUT_PHASE, MODEL, GUARDING)})"),
+            Target("{{variant}} guard rollbacks", f"sum by (variant) ({q.selector(q.ROLLBACKS, MODEL, GUARD_REASON)}) "
+                                                  f"or sum by (variant) ({q.selector(q.ROLLBACKS, MODEL)}) * 0"),
+        ), description="1 while the promoted student is watched (phase Guarding: the teacher answers the guard's "
+                       "shadow share, checks run every guard interval); guard rollbacks since the controller "
+                       "started (0 when there were only canary rollbacks)."),
         Panel("Rollbacks", "none", (
             Target("{{variant}} {{reason}}", f"sum by (variant, reason) ({q.selector(q.ROLLBACKS, MODEL)})"),),
               kind="stat", description="Automated rollbacks since the controller started, by failing gates "

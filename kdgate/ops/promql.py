@@ -83,3 +83,15 @@ def monthly_cost(matchers: str, window: str) -> str:
     cost = f"max by (variant) ({provisioned})"
     requests = rate_sum(REQUESTS, ("variant",), window, matchers, 'status="ok"')
     return f"{cost} * on (variant) {requests} * {SECONDS_PER_MONTH}"
+
+
+def teacher_only_monthly_cost(matchers: str, window: str, teacher: str = "teacher") -> str:
+    """Projected monthly USD if the teacher answered every primary request (no student)."""
+    provisioned = latest(COST, matchers, 'method="provisioned"', f'variant="{teacher}"')
+    served = rate_sum(REQUESTS, (), window, matchers, 'status="ok"', 'route="primary"')
+    return f"max({provisioned}) * on () {served} * {SECONDS_PER_MONTH}"
+
+
+def monthly_saving(matchers: str, window: str, teacher: str = "teacher") -> str:
+    """Teacher-only monthly cost minus what every variant costs now (the guard's shadow work included)."""
+    return f"{teacher_only_monthly_cost(matchers, window, teacher)} - on () sum({monthly_cost(matchers, window)})"
