@@ -96,9 +96,10 @@ def _quality_panels() -> tuple[Panel, ...]:
         Panel("Cost saving vs teacher-only (monthly, at the current rate)", "currencyUSD", (
             Target("saving", q.monthly_saving(MODEL, RANGE)),
             Target("teacher-only", q.teacher_only_monthly_cost(MODEL, RANGE)),
-        ), description="What the teacher alone would cost for every answered request, minus what all variants "
-                       "cost now (shadow and guard answers included); the teacher serves only the guard's "
-                       "shadow share once a student is stable."),
+        ), description="What the teacher alone would cost for every answered request, minus what all variants' "
+                       "answers cost now (shadow and guard answers included), both priced by busy time per "
+                       "inference; once a student is stable the teacher answers only the guard's shadow share "
+                       "and its Serve autoscaling (model-teacher min_replicas) lets its replicas go."),
     )
 
 

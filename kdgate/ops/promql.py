@@ -77,21 +77,24 @@ def histogram_mean(histogram: str, by: tuple[str, ...], window: str, *matchers: 
     return f"{rate_sum(histogram + '_sum', by, window, *matchers)} / {rate_sum(histogram + '_count', by, window, *matchers)}"
 
 
-def monthly_cost(matchers: str, window: str) -> str:
+def monthly_cost(matchers: str, window: str, method: str = "provisioned") -> str:
     """Projected monthly USD per variant: cost per inference x current request rate x a month."""
-    provisioned = latest(COST, matchers, 'method="provisioned"')
+    provisioned = latest(COST, matchers, f'method="{method}"')
     cost = f"max by (variant) ({provisioned})"
     requests = rate_sum(REQUESTS, ("variant",), window, matchers, 'status="ok"')
     return f"{cost} * on (variant) {requests} * {SECONDS_PER_MONTH}"
 
 
 def teacher_only_monthly_cost(matchers: str, window: str, teacher: str = "teacher") -> str:
-    """Projected monthly USD if the teacher answered every primary request (no student)."""
-    provisioned = latest(COST, matchers, 'method="provisioned"', f'variant="{teacher}"')
+    """Projected monthly USD if the teacher answered every primary request, priced by its busy time
+    per inference (load-independent, unlike the provisioned price of a teacher left with the guard's share)."""
+    busy = latest(COST, matchers, 'method="busy"', f'variant="{teacher}"')
     served = rate_sum(REQUESTS, (), window, matchers, 'status="ok"', 'route="primary"')
-    return f"max({provisioned}) * on () {served} * {SECONDS_PER_MONTH}"
+    return f"max({busy}) * on () {served} * {SECONDS_PER_MONTH}"
 
 
 def monthly_saving(matchers: str, window: str, teacher: str = "teacher") -> str:
-    """Teacher-only monthly cost minus what every variant costs now (the guard's shadow work included)."""
-    return f"{teacher_only_monthly_cost(matchers, window, teacher)} - on () sum({monthly_cost(matchers, window)})"
+    """Teacher-only monthly cost minus what every variant's answers cost now, both by busy time
+    (the teacher's shadow answers for the guard included)."""
+    now = f"sum({monthly_cost(matchers, window, 'busy')})"
+    return f"{teacher_only_monthly_cost(matchers, window, teacher)} - on () {now}"

@@ -1,5 +1,7 @@
 """The dashboard's guard and cost-saving queries, evaluated by promtool on synthetic series.
 
+Costs are busy-time costs per inference (load-independent).
+
 A promoted student serves 10 req/s; the teacher answers the guard's 25 % in shadow. The saving vs
 teacher-only is what the teacher would cost for all 10 req/s minus what both variants cost now.
 """
@@ -21,7 +23,7 @@ def _series() -> list[dict]:
                 "values": f"0+{per_minute}x20"}
 
     def cost(variant: str, usd: float) -> dict:
-        return {"series": f'{q.COST}{{{LABELS},variant="{variant}",method="provisioned"}}', "values": f"{usd}x20"}
+        return {"series": f'{q.COST}{{{LABELS},variant="{variant}",method="busy"}}', "values": f"{usd}x20"}
 
     return [requests("student", "primary", 600), requests("teacher", "shadow", 150),
             cost("teacher", 0.001), cost("student", 0.0001),
