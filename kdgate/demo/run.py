@@ -173,31 +173,14 @@ class Demo:
 
         from gateway.serve.app import build_app
         from gateway.serve.local import wait_ready
-        from kdgate.demo.load import AdminClient, Sampler, combined_stats, wait_for
+        from kdgate.demo.load import AdminClient, Sampler, combined_stats
 
         students = ", ".join((*stage.others, stage.variant))
         self.say(f"[bold]{stage.title}[/]: deploying teacher + {students}, candidate {stage.variant}")
         serve.run(build_app({"config": config}), name="kdgate", route_prefix="/")
         wait_ready(url)
-        progress, parts = _ProgressPrinter(self, stage), []
-        mine = lambda s: s.get("candidate") == stage.variant  # noqa: E731 -- not the previous stage's status
-        # A stage that starts guarded waits for its rollback (or Aborted); the others for any verdict.
-        verdicts = ("RolledBack", "Aborted") if stage.drift == "after_guard" else TERMINAL_PHASES
         with Sampler(url, token, stage=stage.key) as sampler:
-            load = self._locust(url, stage, DRIFT_STD if stage.drift == "always" else 0.0, "")
-            try:
-                if stage.drift == "after_guard":
-                    wait_for(sampler, lambda s: mine(s) and s["phase"] == "Guarding" and s["last_verdict"] == "passed",
-                             timeout_s=self.args.stage_timeout, on_sample=progress)
-                    parts.append(self._stop(load))
-                    self.say(f"  a guard check passed on healthy traffic; the inputs now drift "
-                             f"(every 2nd feature +{DRIFT_STD:g} std)")
-                    load = self._locust(url, stage, DRIFT_STD, "-drifted")
-                final = wait_for(sampler, lambda s: mine(s) and s["phase"] in verdicts,
-                                 timeout_s=self.args.stage_timeout, on_sample=progress)
-                time.sleep(self.args.linger)  # traffic goes on after the verdict: still no failures
-            finally:
-                parts.append(self._stop(load))
+            final, parts = self._drive(stage, sampler, url)
         admin = AdminClient(url, token)
         history = admin.get("/admin/rollout")
         admin.close()
@@ -215,6 +198,33 @@ class Demo:
         return {"key": stage.key, "title": stage.title, "variant": stage.variant, "expect": stage.expect,
                 "samples": sampler.samples, "status": history["status"], "checks": history["checks"],
                 "events": history["events"], "locust": locust}
+
+    def _drive(self, stage: Stage, sampler, url: str) -> tuple[dict | None, list[dict[str, Any]]]:
+        """Load the stage until its verdict: (the verdict's sample or None, Locust summaries).
+
+        The drift stage starts guarded: healthy load until a guard check passed, then drifted
+        load until the guard rolls back. Other stages wait for any verdict of their candidate.
+        """
+        from kdgate.demo.load import wait_for
+
+        progress, parts = _ProgressPrinter(self, stage), []
+        mine = lambda s: s.get("candidate") == stage.variant  # noqa: E731 -- not the previous stage's status
+        verdicts = ("RolledBack", "Aborted") if stage.drift == "after_guard" else TERMINAL_PHASES
+        load = self._locust(url, stage, DRIFT_STD if stage.drift == "always" else 0.0, "")
+        try:
+            if stage.drift == "after_guard":
+                wait_for(sampler, lambda s: mine(s) and s["phase"] == "Guarding" and s["last_verdict"] == "passed",
+                         timeout_s=self.args.stage_timeout, on_sample=progress)
+                parts.append(self._stop(load))
+                self.say(f"  a guard check passed on healthy traffic; the inputs now drift "
+                         f"(every 2nd feature +{DRIFT_STD:g} std)")
+                load = self._locust(url, stage, DRIFT_STD, "-drifted")
+            final = wait_for(sampler, lambda s: mine(s) and s["phase"] in verdicts,
+                             timeout_s=self.args.stage_timeout, on_sample=progress)
+            time.sleep(self.args.linger)  # traffic goes on after the verdict: still no failures
+        finally:
+            parts.append(self._stop(load))
+        return final, parts
 
     def _locust(self, url: str, stage: Stage, shift_std: float, suffix: str):
         from kdgate.demo.load import LocustLoad
