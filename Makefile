@@ -22,7 +22,7 @@ CONTAINER_ENGINES ?= docker podman
 .PHONY: venv system-deps data-spam demo bench bench-drift bench-text test test-fast clean help loadtest chaos image image-tag
 
 help:
-	@echo "make demo       distil, serve, canary, promote, roll a bad student back (report in $(DEMO_OUT)/demo-report)"
+	@echo "make demo       the lifecycle: v1 promoted, v2 rolled back, drift -> guard rollback, v3 re-distilled (report in $(DEMO_OUT)/demo-report)"
 	@echo "make bench      side-by-side benchmarks (runs/bench/bench.md)"
 	@echo "make bench-drift  input-drift gate: false rollbacks on healthy traffic, detection of a shift"
 	@echo "make test       install test dependencies and run the whole test suite"
@@ -77,8 +77,10 @@ $(SPAM_STAMP):
 	rm -rf "$(SPAM_DIR).tmp" && touch "$@" && \
 	echo "SpamAssassin corpus: $$(find "$(SPAM_DIR)" -name '*.txt' | wc -l) emails in $(SPAM_DIR)"
 
-# Distil -> serve -> shadow -> canary under Locust -> promote; corrupted v2 -> automatic
-# rollback; summary table + report in $(DEMO_OUT)/demo-report. DEMO_ARGS=--skip-distill reuses models.
+# Distil -> serve -> v1 canary under Locust -> promoted (guarded); corrupted v2 rolled back onto v1;
+# input drift -> the guard rolls v1 back to the teacher; captured rows -> `kdgate capture export` ->
+# `kdgate distill` -> v3 promoted. Summary table + report in $(DEMO_OUT)/demo-report.
+# DEMO_ARGS=--skip-distill reuses the models.
 demo: venv data-spam
 	$(PY) -m kdgate.demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
