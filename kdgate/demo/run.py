@@ -94,7 +94,12 @@ class Demo:
             token_file.write_text(token := secrets.token_urlsafe(16))
             for stage in STAGES:
                 if stage.variant not in students:
-                    students[stage.variant], manifests[stage.variant], offline["v3"] = self.redistill(drifted)
+                    try:
+                        students[stage.variant], manifests[stage.variant], offline["v3"] = self.redistill()
+                    except subprocess.CalledProcessError as err:  # e.g. nothing captured: no v3 to roll out
+                        self.notes.append(f"{stage.title}: `kdgate {' '.join(err.cmd[3:5])}` failed "
+                                          f"(exit {err.returncode}, see {self.workdir / 'kdgate-cli.log'})")
+                        break
                     offline["v3_drifted"] = offline_agreement(self.models.teacher, students["v3"], drifted)
                 config = stage_config(stage, self.models, students=students, manifests=manifests, gates=gates,
                                       workdir=self.workdir, token_file=token_file, interval_s=self.args.interval,
@@ -116,7 +121,7 @@ class Demo:
         return {"offline": offline, "gates": gates, "stages": stages, "info": info,
                 "captured_rows": self.captured_rows}
 
-    def redistill(self, drifted) -> tuple[pathlib.Path, pathlib.Path, dict[str, float]]:
+    def redistill(self) -> tuple[pathlib.Path, pathlib.Path, dict[str, float]]:
         """capture export -> distill: v3 from the original transfer set plus the captured drifted rows."""
         v3_dir = self.models.dir / "v3"
         v3_dir.mkdir(parents=True, exist_ok=True)
