@@ -109,3 +109,22 @@ def test_write_demo_report_renders_html_with_plots_and_checks(tmp_path):
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["agreement.png", "cost.png", "latency.png",
                                                                       "stable.png", "weight.png"]
     assert (tmp_path / "report.json").exists()
+
+
+def test_promotions_are_the_moments_a_candidate_becomes_stable():
+    from kdgate.demo.plots import promotion_moments
+
+    points = [{"t": 1, "candidate": "v1", "stable": "teacher"}, {"t": 2, "candidate": "v1", "stable": "v1"},
+              {"t": 3, "candidate": "v2", "stable": "v1"}, {"t": 4, "candidate": "v1", "stable": "v1"},
+              {"t": 5, "candidate": "v3", "stable": "teacher"}, {"t": 6, "candidate": "v3", "stable": "v3"}]
+    assert promotion_moments(points) == [(2, "v1 promoted"), (6, "v3 promoted")]   # v1 guarded again: none
+
+
+def test_locust_runs_of_one_stage_add_up():
+    from kdgate.demo.load import combined_stats
+
+    healthy = {"requests": 100, "failures": 0, "p50_ms": 3.0, "p99_ms": 20.0, "rps": 50.0}
+    drifted = {"requests": 300, "failures": 2, "p50_ms": 4.0, "p99_ms": 12.0, "rps": 60.0}
+    both = combined_stats([healthy, drifted])
+    assert (both["requests"], both["failures"], both["p99_ms"], both["p50_ms"]) == (400, 2, 20.0, 4.0)
+    assert combined_stats([healthy]) == healthy
