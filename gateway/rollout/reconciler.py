@@ -181,16 +181,23 @@ class RolloutReconciler:
             self.metrics.record_status(restored)
             return restored
         stable = self._stable_after(stored)
-        if stored is not None and stored.teacher == self.teacher and stored.stable == self.student != self.teacher:
-            # The stable student named as the candidate again (another candidate left): guard it.
+        if self._is_stored_stable(stored):
+            # The stable student (same version) named as the candidate again, e.g. after another
+            # candidate's rollback: it is guarded, not put through a new canary.
             new, actions = sm.guard_stable(self.spec, teacher=self.teacher, student=self.student, now=now,
                                            student_version=self.student_version, previous=stable)
         else:
             new, actions = sm.start(self.spec, teacher=self.teacher, student=self.student, now=now,
-                                    student_version=self.student_version, stable=stable)
+                                    student_version=self.student_version, stable=stable,
+                                    stable_version=stored.stable_version if stored and stable == stored.stable else "")
         self._transition(new, actions, now, event={"kind": "started", "stable": new.stable,
                                                    "previous_candidate": stored.student if stored else None})
         return new
+
+    def _is_stored_stable(self, stored: RolloutStatus | None) -> bool:
+        """True when this candidate is the stored stable student, same version (a new version canaries)."""
+        return (stored is not None and stored.teacher == self.teacher and stored.stable == self.student
+                and self.student != self.teacher and stored.stable_version == self.student_version)
 
     def _known(self, name: str) -> bool:
         return bool(name) and (self.variants is None or name in self.variants)

@@ -91,6 +91,7 @@ class RolloutStatus:
     last_error: str = ""  # the last observation/apply error (the next tick retries)
     stable: str = ""
     previous_stable: str = ""
+    stable_version: str = ""  # the stable student's version when known ("" = unknown, or the teacher)
 
     def __post_init__(self) -> None:
         if not self.stable:  # statuses stored before the stable variant existed: the teacher
@@ -154,11 +155,13 @@ def _notify(status: RolloutStatus, event: str, summary: str, now: float) -> Noti
 
 
 def start(spec: RolloutSpec, *, teacher: str, student: str, now: float,
-          student_version: str = "", stable: str | None = None) -> Transition:
+          student_version: str = "", stable: str | None = None, stable_version: str = "") -> Transition:
     """A new rollout of ``student`` at the first step, taking its share from ``stable`` (default: the teacher)."""
     weight = spec.step_weights()[0]
-    stable = stable if stable and stable != student else teacher
+    if not stable or stable == student:
+        stable, stable_version = teacher, ""
     status = RolloutStatus(teacher=teacher, student=student, student_version=student_version, stable=stable,
+                           stable_version=stable_version,
                            phase=_phase_for(spec, 0), step_index=0, weight=weight, started_at=now,
                            step_started_at=now, updated_at=now, reason=f"rollout started (stable: {stable})")
     return status, [SetWeights(status.weights(), status.reason), _notify(status, "started", status.reason, now)]
@@ -174,7 +177,7 @@ def guard_stable(spec: RolloutSpec, *, teacher: str, student: str, now: float, s
     phase = RolloutPhase.GUARDING if spec.guard.enabled else RolloutPhase.PROMOTED
     reason = f"{student} is the stable variant: guarded again (a rollback returns to {previous or teacher})"
     status = RolloutStatus(teacher=teacher, student=student, student_version=student_version, stable=student,
-                           previous_stable=previous or teacher, phase=phase, step_index=len(spec.steps) - 1,
+                           stable_version=student_version, previous_stable=previous or teacher, phase=phase, step_index=len(spec.steps) - 1,
                            weight=100.0, started_at=now, step_started_at=now, updated_at=now, reason=reason)
     return status, [SetWeights(status.weights(), reason), _notify(status, "guarding", reason, now)]
 
@@ -266,7 +269,8 @@ def _promoted(spec: RolloutSpec, status: RolloutStatus, now: float, reason: str)
     previous = status.previous_stable if status.promoted else status.stable
     phase = RolloutPhase.GUARDING if spec.guard.enabled else RolloutPhase.PROMOTED
     new = dataclasses.replace(status, phase=phase, weight=100.0, step_index=len(spec.steps) - 1,
-                              stable=status.student, previous_stable=previous, step_started_at=now,
+                              stable=status.student, stable_version=status.student_version,
+                              previous_stable=previous, step_started_at=now,
                               last_check_at=None, updated_at=now, consecutive_failures=0, paused_from=None,
                               reason=f"promoted to 100 %: {reason} (replacing {previous})", failing=())
     return new, [SetWeights(new.weights(), new.reason), _notify(new, "promoted", new.reason, now),
@@ -277,7 +281,8 @@ def _demoted(status: RolloutStatus) -> RolloutStatus:
     """A promoted candidate leaving 100 %: the variant it replaced is the stable one again."""
     if not status.promoted:
         return status
-    return dataclasses.replace(status, stable=status.previous_stable or status.teacher, previous_stable="")
+    return dataclasses.replace(status, stable=status.previous_stable or status.teacher, previous_stable="",
+                               stable_version="")
 
 
 def _count_failure(spec: RolloutSpec, status: RolloutStatus, failing: list[GateResult], reason: str,

@@ -31,3 +31,26 @@ def test_a_candidate_that_never_was_stable_still_starts_its_canary(tmp_path):
     promoted_by_reconciler(tmp_path, V1, clock)
     status = reconciler(tmp_path, V2, clock, obs=HEALTHY).tick()
     assert (status.phase.value, status.stable, status.weight) == ("Shadowing", V1, 0.0)
+
+
+def test_a_new_version_of_the_stable_student_goes_through_its_canary(tmp_path):
+    from test_rollout_lifecycle import SPEC, Source
+
+    from gateway.rollout.reconciler import RolloutReconciler
+    from gateway.rollout.store import RolloutStore
+
+    clock = FakeClock(0.0)
+
+    def rec(student, version):
+        spec = SPEC.model_copy(update={"evidence_dir": str(tmp_path / "evidence")})
+        return RolloutReconciler(spec, RolloutStore(tmp_path / "state.sqlite"), Source(LOW_AGREEMENT if student == V2
+                                 else HEALTHY), {}.update, teacher=TEACHER, student=student, student_version=version,
+                                 notify=lambda p: None, clock=clock, variants=(TEACHER, V1, V2))
+
+    v1 = rec(V1, "1")
+    v1.tick()
+    assert tick_for(v1, clock, 4 * 60).stable_version == "1"
+    v2 = rec(V2, "1")
+    assert v2.tick().stable_version == "1"            # v2 knows which v1 it takes traffic from
+    assert tick_for(v2, clock, 4 * 60).phase is ROLLED_BACK
+    assert rec(V1, "2").tick().phase.value == "Shadowing"   # a new v1 model: canary from the teacher
