@@ -77,7 +77,7 @@ class Demo:
         bad_path, bad = make_bad_student(self.models, noise=self.args.bad_noise)
         offline = {"v1": good, "v2": bad, "v1_drifted": offline_agreement(self.models.teacher, self.models.student,
                                                                            drifted)}
-        gates = calibrated_gates(good)
+        gates = v1_gates = calibrated_gates(good)
         self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%} "
                  f"({offline['v1_drifted']['agreement']:.1%} on drifted rows), corrupted v2 {bad['agreement']:.1%}; "
                  f"agreement gate: Wilson lower bound >= {gates['agreement']['min_lower_bound']:.3f}, "
@@ -101,6 +101,7 @@ class Demo:
                                           f"(exit {err.returncode}, see {self.workdir / 'kdgate-cli.log'})")
                         break
                     offline["v3_drifted"] = offline_agreement(self.models.teacher, students["v3"], drifted)
+                    gates = calibrated_gates(offline["v3_drifted"])  # v1's rule, on the traffic v3 will serve
                 config = stage_config(stage, self.models, students=students, manifests=manifests, gates=gates,
                                       workdir=self.workdir, token_file=token_file, interval_s=self.args.interval,
                                       min_samples=self.args.min_samples, guard=guard)
@@ -111,14 +112,16 @@ class Demo:
             f"v2 is v1 with Gaussian noise of {self.args.bad_noise:g} x each weight tensor's std added "
             "(a corrupted export); it goes straight to a live 5 % canary taken from the stable v1.",
             f"The drift: every 2nd input feature moved by {DRIFT_STD:g} standard deviation. v3's manifest reference "
-            "is v1's training data, which drifted traffic no longer resembles: v3's input-drift gate is off, "
-            "agreement with the teacher on the drifted traffic judges it.",
+            "is v1's training data, which drifted traffic no longer resembles: v3's input-drift gate is off; "
+            "its agreement and KL gates are calibrated like v1's (6 points under its offline agreement), on "
+            "drifted held-out rows.",
             f"After a promotion the teacher answers only the guard's {self.args.guard_shadow:.0%} shadow share "
             "of the stable student's traffic.",
             "Cost per inference = busy seconds x $/hour of the variant / inferences "
             f"(teacher ${TEACHER_USD_PER_HOUR}/h, student ${STUDENT_USD_PER_HOUR}/h).",
         ]
-        return {"offline": offline, "gates": gates, "stages": stages, "info": info,
+        return {"offline": offline, "gates": v1_gates, "v3_gates": gates if "v3" in students else None,
+                "stages": stages, "info": info,
                 "captured_rows": self.captured_rows}
 
     def redistill(self) -> tuple[pathlib.Path, pathlib.Path, dict[str, float]]:
@@ -136,8 +139,7 @@ class Demo:
         config_path = v3_dir / "distill-v3.yaml"
         config_path.write_text(yaml.safe_dump(redistill_config(self.args.config, self.models, data,
                                                                epochs=self.args.v3_epochs)))
-        self.say(f"{self.captured_rows} captured rows appended to the transfer set; distilling v3 "
-                 f"({self.args.v3_epochs} epochs)")
+        self.say(f"{self.captured_rows} captured rows appended to the transfer set; distilling v3")
         self._kdgate("distill", str(config_path), "--out", str(v3_dir))
         v3 = DemoModels.from_dir(v3_dir)
         agreement = offline_agreement(self.models.teacher, v3.student, self._rows())
@@ -226,7 +228,9 @@ class Demo:
                 load = self._locust(url, stage, DRIFT_STD, "-drifted")
             final = wait_for(sampler, lambda s: mine(s) and s["phase"] in verdicts,
                              timeout_s=self.args.stage_timeout, on_sample=progress)
-            time.sleep(self.args.linger)  # traffic goes on after the verdict: still no failures
+            # Traffic goes on after the verdict (still no failures); after the guard rollback the teacher
+            # serves and v1 answers in shadow, so the drifted inputs it disagrees on keep being captured.
+            time.sleep(self.args.linger + (self.args.capture_s if stage.drift == "after_guard" else 0.0))
         finally:
             parts.append(self._stop(load))
         return final, parts
@@ -292,7 +296,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--guard-interval", type=float, default=6.0, help="guard check interval, seconds")
     parser.add_argument("--guard-shadow", type=float, default=0.25,
                         help="share of the stable student's traffic the teacher answers in shadow")
-    parser.add_argument("--v3-epochs", type=int, default=4, help="training epochs of the re-distilled v3")
+    parser.add_argument("--v3-epochs", type=int, help="training epochs of v3 (default: the distill recipe's)")
+    parser.add_argument("--capture-s", type=float, default=15.0,
+                        help="seconds of drifted load after the guard rollback (v1 shadowed, disagreements captured)")
     parser.add_argument("--stage-timeout", type=float, default=180.0, help="longest wait for a verdict, seconds")
     parser.add_argument("--linger", type=float, default=4.0, help="seconds of load after each verdict")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")

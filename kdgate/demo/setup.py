@@ -49,7 +49,8 @@ V2_STAGE = Stage("v2", "v2: corrupted candidate", "v2", "v2", (5, 25, 50, 100), 
 DRIFT_STAGE = Stage("drift", "v1 guarded: input drift", "v1", "v1", ("shadow", 5, 25, 50, 100), "RolledBack",
                     "teacher", serving="v1", drift="after_guard")
 # v3 learned the drifted inputs; its manifest's reference is still v1's training data, which the
-# drifted traffic no longer resembles, so its input-drift gate is off (agreement still judges it).
+# drifted traffic no longer resembles, so its input-drift gate is off (agreement still judges it,
+# calibrated like v1's: on its own offline agreement, here on drifted held-out rows).
 V3_STAGE = Stage("v3", "v3: re-distilled on the captured drift", "v3", "v3", (5, 50, 100), "Guarding", "v3",
                  drift="always", input_drift_gate=False)
 STAGES = (V1_STAGE, V2_STAGE, DRIFT_STAGE, V3_STAGE)
@@ -221,9 +222,10 @@ def base_dataset(config_path: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
 
 
 def redistill_config(config_path: pathlib.Path, models: DemoModels, data_npz: pathlib.Path,
-                     epochs: int = 4) -> dict[str, Any]:
+                     epochs: int | None = None) -> dict[str, Any]:
     """The distill config of v3: the demo's student recipe on ``data_npz`` (original transfer set plus
-    the captured rows), labelled by the served teacher.onnx, on a short schedule (one sweep point)."""
+    the captured rows), labelled by the served teacher.onnx; no sweep (one point), a one-epoch
+    baseline, the recipe's student epochs unless ``epochs`` is given."""
     import yaml
 
     base = yaml.safe_load(config_path.read_text())
@@ -235,7 +237,7 @@ def redistill_config(config_path: pathlib.Path, models: DemoModels, data_npz: pa
         "data": {"source": "npz", "path": str(data_npz)},
         "teacher": {"source": "onnx", "path": str(models.teacher)},
         "student": {"architecture": student.get("architecture", {}),
-                    "train": {**student.get("train", {}), "epochs": epochs},
+                    "train": {**student.get("train", {}), **({"epochs": epochs} if epochs else {})},
                     "baseline_train": {**student.get("baseline_train", {}), "epochs": 1}},
         "sweep": {"temperatures": sweep.get("temperatures", [4])[-1:], "alphas": sweep.get("alphas", [0.9])[-1:],
                   "epochs": 1, "data_fraction": 0.25},

@@ -44,7 +44,8 @@ def test_demo_tells_the_lifecycle_v1_v2_drift_v3(tmp_path):
     # by chance once (fresh-clone run) and rolled the healthy v1 back on input drift.
     command = [sys.executable, "-m", "kdgate.demo", "--skip-distill", "--config", str(TINY), "--out", str(models),
                "--interval", "1", "--guard-interval", "3", "--guard-shadow", "0.5", "--min-samples", "150",
-               "--linger", "1", "--bad-noise", "1.0", "--stage-timeout", "90", "--users", "2", "--v3-epochs", "3"]
+               "--linger", "1", "--bad-noise", "1.0", "--stage-timeout", "90", "--users", "2", "--v3-epochs", "3",
+               "--capture-s", "3"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=460)
     output = proc.stdout + proc.stderr
     report_dir = models / "demo-report"

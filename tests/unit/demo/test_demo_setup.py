@@ -60,6 +60,8 @@ def test_v3_redistills_the_demo_student_on_the_captured_transfer_set(tmp_path):
     assert config.data.source == "npz" and config.teacher.source == "onnx"
     assert config.teacher.path == models.teacher and config.student.train.epochs == 3
     assert len(config.sweep.temperatures) == len(config.sweep.alphas) == 1
+    recipe = parse_config(redistill_config(config_path, models, tmp_path / "data.npz"))
+    assert recipe.student.train.epochs == 12 and recipe.student.baseline_train.epochs == 1   # the demo recipe's
 
 
 def test_base_dataset_is_a_distill_npz_dataset(tmp_path):
