@@ -71,11 +71,12 @@ def stable_plot(path: pathlib.Path, points: Sequence[Mapping[str, Any]], rollbac
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 2.6))
     names = list(dict.fromkeys(p["stable"] for p in points if p.get("stable")))
-    for stage, stage_points in _by_stage(points).items():
+    palette = ("#1f77b4", "#ff7f0e", "#9467bd", "#2ca02c", "#8c564b")
+    for i, (stage, stage_points) in enumerate(_by_stage(points).items()):
         xs, ys = _series(stage_points, lambda p: names.index(p["stable"]) if p.get("stable") else None, t0)
         if xs:
-            ax.step(xs, ys, "-", where="post", color=COLORS["student"], linewidth=2,
-                    label=STAGE_LABEL.get(stage, stage))
+            ax.step(xs, ys, "-", where="post", color=palette[i % len(palette)], linewidth=2.5,
+                    label=f"during {STAGE_LABEL.get(stage, stage)}")
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(-0.5, max(len(names) - 0.5, 0.5))
     _mark_events(ax, points, rollbacks, t0)

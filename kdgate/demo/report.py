@@ -125,7 +125,8 @@ def stage_summary(stage: Mapping[str, Any], points: Sequence[Mapping[str, Any]],
 
 def rollback_moments(stages: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
     """(time, label) of every rollback, from each stage's final rollout status."""
-    return [(s["status"]["updated_at"], f"{s['variant']} rolled back")
+    return [(s["status"]["updated_at"], f"{'guard: ' if s['status'].get('reason', '').startswith('guard') else ''}"
+                                        f"{s['variant']} rolled back")
             for s in stages if s["status"].get("phase") == "RolledBack"]
 
 
