@@ -5,7 +5,7 @@ import datetime as dt
 from typing import Any
 
 SEVERITY = {"rolled_back": "critical", "guard_rolled_back": "critical", "aborted": "warning"}
-RESOLVED_EVENTS = frozenset({"promoted", "resumed"})
+RESOLVED_EVENTS = frozenset({"promoted", "resumed", "guarding"})  # guarding: the stable student watched again
 
 
 def _rfc3339(epoch_s: float) -> str:
