@@ -279,7 +279,8 @@ def build_report(result: dict[str, Any], notes: list[str], wall_s: float) -> dic
     subtitle = (f"MNIST-1D, teacher vs distilled students; offline agreement with the teacher: {agreement}; "
                 f"{result.get('captured_rows') or 0} captured rows re-distilled into v3; demo wall time {wall_s:.0f} s")
     return {"subtitle": subtitle, "wall_s": wall_s, "stages": rows, "stage_details": details, "points": points,
-            "gates": result["gates"], "offline": result["offline"],
+            "gates": result["gates"], "v3_gates": result.get("v3_gates"), "offline": result["offline"],
+            "captured_rows": result.get("captured_rows"),
             "notes": [f"NOT as expected: {n}" for n in notes] + result.get("info", [])}
 
 
