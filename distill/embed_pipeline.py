@@ -39,6 +39,7 @@ from distill.text_student import (WithClassifier, build_text_student, count_trai
                                   init_from_token_vectors, table_tokens)
 from distill.textdata import TextDataset, load_text_dataset
 from distill.train import fit
+from distill.verdicts import embedding_verdicts
 
 SPLITS = ("train", "val", "test", "unlabeled")
 # Acceptance of issue 12 for the embedding student (printed as met / NOT met, kept in report.json).
@@ -221,6 +222,7 @@ def build_report(config, prep: Prepared, metrics, per_seed, params, exported, st
             "metrics": metrics, "per_seed": per_seed, "onnx": files, "latency_ms_batch1": latency,
             "latency_tokens": exported["latency_tokens"], "tokenizer": exported["tokenizer"],
             "acceptance": acceptance(metrics, params, latency), "soft_label_cache": prep.cache,
+            "verdicts": embedding_verdicts(metrics, len(prep.ids["test"])),
             "timings_s": dict(timings)}
 
 

@@ -24,6 +24,7 @@ from distill.data import Dataset, load_dataset
 from distill.errors import TeacherError
 from distill.strategies.runner import check_strategy, run_strategy
 from distill.sweep import TeacherOutputs, choose_best, run_sweep
+from distill.verdicts import classification_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     add_validation_scores(ds, variants, student, baseline)
     timings["total"] = round(time.perf_counter() - start, 3)
     report = build_report(config, ds, soft, runs, best, strategy, variants, labels, timings, out_dir)
+    report["verdicts"] = classification_verdicts(report)
     with timings.stage("report"):
         html = write_report(out_dir, report)
     timings["total"] = round(time.perf_counter() - start, 3)
