@@ -146,7 +146,8 @@ def _run(settings, out: Path, err_console, bad_input: tuple, failure: type) -> N
         return
     console.print(summary_table(report))
     print_verdicts(console, report)
-    console.print(f"report: [bold]{out / 'report.html'}[/] (also report.json, manifest.json, *.onnx, triton/)")
+    extras = "tokenizer.json" if report.get("text") else "triton/"
+    console.print(f"report: [bold]{out / 'report.html'}[/] (also report.json, manifest.json, *.onnx, {extras})")
 
 
 def print_verdicts(console, report: dict) -> None:

@@ -121,17 +121,22 @@ def _median_length_row(ids: np.ndarray, pad_id: int) -> np.ndarray:
     return np.ascontiguousarray(ids[row:row + 1, :max(1, lengths[row])])
 
 
-def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path) -> dict:
-    """student.onnx (and teacher.onnx), parity-checked; batch-1 latency; tokenizer.json copied."""
+def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path,
+                  teacher: torch.nn.Module | None = None) -> dict:
+    """student.onnx (and teacher.onnx), parity-checked; batch-1 latency; tokenizer.json copied.
+
+    ``teacher`` is what teacher.onnx holds (default: the sentence encoder; classification: encoder + head).
+    """
     tok = prep.teacher.tokenizer
+    teacher = prep.teacher.encoder if teacher is None else teacher
     parity_rows = prep.ids["test"][:64]
     exports = {"student": ex.export_onnx(student, out_dir / "student.onnx", prep.ids["test"],
                                          config.export.parity_tolerance, dtype=np.int64)}
     if config.embedding.export_teacher:
-        exports["teacher"] = ex.export_onnx(prep.teacher.encoder, out_dir / "teacher.onnx", parity_rows,
+        exports["teacher"] = ex.export_onnx(teacher, out_dir / "teacher.onnx", parity_rows,
                                             config.embedding.teacher_parity_tolerance, dtype=np.int64)
     one = _median_length_row(prep.ids["test"], tok.pad_id)
-    models = {"student": student, "teacher": prep.teacher.encoder}
+    models = {"student": student, "teacher": teacher}
     latency = {}
     for name, exported in exports.items():
         # Parity again at another sequence length: a graph specialised to the export's shape fails here.
@@ -141,7 +146,7 @@ def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path)
                                      config.export.latency_repeats)
     if "teacher" not in exports:  # no teacher ONNX: PyTorch teacher, stated as such in the report
         with torch.no_grad():
-            latency["teacher_torch"] = ev.median_ms(lambda: prep.teacher.encoder(torch.from_numpy(one)),
+            latency["teacher_torch"] = ev.median_ms(lambda: teacher(torch.from_numpy(one)),
                                                     config.export.latency_repeats)
     tokenizer = shutil.copyfile(tok.path, out_dir / tok.path.name)
     return {"exports": exports, "latency_ms_batch1": latency, "latency_tokens": int(one.shape[1]),

@@ -117,6 +117,10 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
         from distill.embed_pipeline import run_embedding_pipeline  # noqa: PLC0415
 
         return run_embedding_pipeline(config, out_dir, reporter)
+    if config.teacher.source == "huggingface":  # text classification: encoder + fitted head (distill/text_classify.py)
+        from distill.text_classify import run_text_classification  # noqa: PLC0415
+
+        return run_text_classification(config, out_dir, reporter)
     reporter = reporter or SilentReporter()
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)

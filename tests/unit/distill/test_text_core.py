@@ -70,7 +70,9 @@ def test_missing_corpus_names_the_make_target(tmp_path):
 
 
 @pytest.mark.parametrize("document, needle", [
-    ({"data": {"source": "spam_assassin"}}, "task embedding needs a text source"),
+    ({"data": {"source": "mnist1d", "task": "embedding"}}, "task embedding needs a text source"),
+    ({"data": {"source": "spam_assassin", "task": "regression"}}, "support tasks embedding and classification"),
+    ({"data": {"source": "spam_assassin"}}, "text data .* needs teacher.source huggingface"),
     ({"data": {"source": "spam_assassin", "task": "embedding"}}, "teacher.source huggingface"),
     ({"data": {"source": "spam_assassin", "task": "embedding"}, "teacher": {"source": "huggingface"}},
      "exactly one of 'path'"),
