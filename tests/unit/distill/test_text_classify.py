@@ -117,3 +117,10 @@ def test_conv_tokens_exports_to_onnx_with_any_sequence_length(tmp_path):
         model.conv.weight.normal_(std=0.3)
     exported = export_onnx(model, tmp_path / "s.onnx", ids, 1e-5, dtype=np.int64)
     check_parity(model, exported.path, ids[:1, :5], 1e-5, dtype=np.int64)  # another length than the export's
+
+
+def test_both_text_configs_share_one_data_section_so_one_teacher_pass_serves_both():
+    spam = load_config(ROOT / "distill" / "configs" / "minilm-spam.yaml")
+    embed = load_config(ROOT / "distill" / "configs" / "minilm-embed.yaml")
+    assert spam.data.text == embed.data.text and spam.data.test_fraction == embed.data.test_fraction
+    assert spam.teacher == embed.teacher and spam.seed == embed.seed
