@@ -180,13 +180,17 @@ def acceptance(metrics: dict, params: dict, latency: dict) -> dict:
     return result
 
 
-def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None = None) -> dict:
-    """Every stage; writes student.onnx, teacher.onnx, tokenizer.json, manifest.json, report.json."""
-    reporter = reporter or SilentReporter()
+def start_run(config: DistillConfig, out_dir: Path, reporter: Reporter | None):
+    """(reporter, out_dir, timings, start time) of a text run: threads set, the output folder made."""
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings, start = Timings(), time.perf_counter()
+    return reporter or SilentReporter(), out_dir, Timings(), time.perf_counter()
+
+
+def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None = None) -> dict:
+    """Every stage; writes student.onnx, teacher.onnx, tokenizer.json, manifest.json, report.json."""
+    reporter, out_dir, timings, start = start_run(config, out_dir, reporter)
     with timings.stage("data_and_teacher"):
         prep = prepare(config, reporter)
     per_seed, exported = [], None

@@ -29,9 +29,9 @@ from distill.cache import SoftLabelCache
 from distill.config import DistillConfig
 from distill.data import UNLABELED
 from distill.embed_eval import PROBE_C, PROBE_MAX_ITER
-from distill.embed_pipeline import Prepared, _epoch_bar, export_models, prepare
+from distill.embed_pipeline import Prepared, _epoch_bar, export_models, prepare, start_run
 from distill.losses import ClassificationDistillation
-from distill.pipeline import Reporter, SilentReporter, Timings
+from distill.pipeline import Reporter, Timings
 from distill.report import json_safe, write_report
 from distill.text_classify_report import assemble_report, classification_manifest
 from distill.text_student import (WithClassifier, build_text_student, count_trainable, embed_ids,
@@ -151,11 +151,7 @@ def mean_metrics(per_seed: list[dict]) -> dict:
 
 def run_text_classification(config: DistillConfig, out_dir: Path, reporter: Reporter | None = None) -> dict:
     """Every stage; writes student.onnx, teacher.onnx, tokenizer.json, report.json/html, manifest.json."""
-    reporter = reporter or SilentReporter()
-    torch.set_num_threads(config.threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timings, start = Timings(), time.perf_counter()
+    reporter, out_dir, timings, start = start_run(config, out_dir, reporter)
     with timings.stage("data_and_teacher"):
         prep = prepare(config, reporter)
         head = fit_teacher_head(prep.emb["train"], prep.ds.y_train, len(prep.ds.class_labels), config.seed)
@@ -165,24 +161,7 @@ def run_text_classification(config: DistillConfig, out_dir: Path, reporter: Repo
     chosen = next(r for r in sweep if r["chosen"])
     reporter.log(f"sweep: chose T={chosen['temperature']:g} alpha={chosen['alpha']:g} "
                  f"(validation {chosen['val_accuracy']:.4f})")
-    per_seed, exported, students = [], None, []
-    epochs = config.student.train.epochs
-    for seed in range(config.seed, config.seed + config.embedding.seeds):
-        with timings.stage("final"):
-            student = distil_classifier(config, prep, logits, head, chosen["temperature"], chosen["alpha"], epochs,
-                                        seed, _epoch_bar(reporter, f"student (seed {seed})", epochs))
-            baseline = train_baseline(config, prep, seed, _epoch_bar(
-                reporter, f"baseline (seed {seed})", config.student.baseline_train.epochs))
-        students.append(student)
-        if exported is None:
-            with timings.stage("export"):
-                teacher = nn.Sequential(prep.teacher.encoder, head).eval()
-                exported = export_models(config, prep, student, out_dir, teacher)
-        per_seed.append(evaluate_seed(prep, logits, student, baseline))
-        reporter.log(f"seed {seed}: student {per_seed[-1]['student']['accuracy']:.4f}, baseline "
-                     f"{per_seed[-1]['baseline']['accuracy']:.4f}, agreement {per_seed[-1]['agreement']:.4f}")
-    params = {"teacher": prep.teacher.params + sum(p.numel() for p in head.parameters()),
-              "student": count_trainable(students[0])}
+    per_seed, exported, params = train_seeds(config, prep, logits, head, chosen, out_dir, timings, reporter)
     timings["total"] = round(time.perf_counter() - start, 3)
     report = build_report(config, prep, per_seed, sweep, chosen, params, exported, timings)
     with timings.stage("report"):
@@ -191,6 +170,28 @@ def run_text_classification(config: DistillConfig, out_dir: Path, reporter: Repo
     (out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
     ex.write_manifest(out_dir / "manifest.json", classification_manifest(config, prep, report, exported))
     return report
+
+
+def train_seeds(config: DistillConfig, prep: Prepared, logits: dict, head: nn.Linear, chosen: dict, out_dir: Path,
+                timings: Timings, reporter: Reporter) -> tuple[list[dict], dict, dict]:
+    """Student and baseline for every seed, the first student exported; (per-seed metrics, exports, params)."""
+    per_seed, exported, epochs = [], None, config.student.train.epochs
+    for seed in range(config.seed, config.seed + config.embedding.seeds):
+        with timings.stage("final"):
+            student = distil_classifier(config, prep, logits, head, chosen["temperature"], chosen["alpha"], epochs,
+                                        seed, _epoch_bar(reporter, f"student (seed {seed})", epochs))
+            baseline = train_baseline(config, prep, seed, _epoch_bar(
+                reporter, f"baseline (seed {seed})", config.student.baseline_train.epochs))
+        if exported is None:
+            with timings.stage("export"):
+                teacher = nn.Sequential(prep.teacher.encoder, head).eval()
+                exported = export_models(config, prep, student, out_dir, teacher)
+                params = {"teacher": prep.teacher.params + sum(p.numel() for p in head.parameters()),
+                          "student": count_trainable(student)}
+        per_seed.append(evaluate_seed(prep, logits, student, baseline))
+        reporter.log(f"seed {seed}: student {per_seed[-1]['student']['accuracy']:.4f}, baseline "
+                     f"{per_seed[-1]['baseline']['accuracy']:.4f}, agreement {per_seed[-1]['agreement']:.4f}")
+    return per_seed, exported, params
 
 
 def build_report(config, prep: Prepared, per_seed, sweep, chosen, params, exported, timings) -> dict:
