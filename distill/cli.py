@@ -141,10 +141,24 @@ def _run(settings, out: Path, err_console, bad_input: tuple, failure: type) -> N
         from distill.embed_pipeline import summary_text  # noqa: PLC0415
 
         console.print(summary_text(report), highlight=False)
+        print_verdicts(console, report)
         console.print(f"report: [bold]{out / 'report.json'}[/] (also manifest.json, *.onnx, tokenizer.json)")
         return
     console.print(summary_table(report))
-    console.print(f"report: [bold]{out / 'report.html'}[/] (also report.json, manifest.json, *.onnx, triton/)")
+    print_verdicts(console, report)
+    extras = "tokenizer.json" if report.get("text") else "triton/"
+    console.print(f"report: [bold]{out / 'report.html'}[/] (also report.json, manifest.json, *.onnx, {extras})")
+
+
+def print_verdicts(console, report: dict) -> None:
+    """The run's verdicts in plain words (a losing student or a tied sweep still exits 0, but says so)."""
+    from rich.text import Text  # noqa: PLC0415
+
+    from distill.verdicts import verdict_lines  # noqa: PLC0415
+
+    for line in verdict_lines(report.get("verdicts") or {}):
+        style = "bold yellow" if line.startswith("WARNING") else "green" if line.startswith("OK") else ""
+        console.print(Text(line, style=style), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from distill.errors import ConfigError
 
 
 TEXT_SOURCES = ("text", "spam_assassin")
+TEXT_STUDENTS = ("bag_of_tokens", "conv_tokens")
 
 
 class _Strict(BaseModel):
@@ -55,6 +56,9 @@ class TextSettings(_Strict):
                              "labelled rows beyond max_rows with their labels dropped (the teacher embeds them).")
     max_chars: int = Field(4000, ge=16, le=1_000_000, description="Characters kept per text (whitespace "
                            "collapsed) before tokenisation; the tokenizer truncates further to max_length.")
+    transfer_chunks: int = Field(0, ge=0, le=100_000, description="Split each transfer text into chunks of "
+                                 "about this many characters at sentence ends, each one transfer text (more, "
+                                 "shorter texts for the teacher to label; 0 keeps whole texts).")
 
 
 class DataConfig(_Strict):
@@ -85,18 +89,20 @@ class DataConfig(_Strict):
         if self.source in ("npz", "csv", "text") and self.path is None:
             raise ValueError(f"source '{self.source}' needs 'path'")
         is_text = self.source in TEXT_SOURCES
-        if is_text != (self.task == "embedding"):
+        if (self.task == "embedding" and not is_text) or (is_text and self.task == "regression"):
             raise ValueError("task embedding needs a text source (text, spam_assassin), and text sources "
-                             f"support task embedding only for now (got source {self.source}, task {self.task})")
+                             f"support tasks embedding and classification (got source {self.source}, "
+                             f"task {self.task})")
         return self
 
 
 class ArchitectureConfig(_Strict):
     """A built-in network: 1-D CNN, 2-D CNN or MLP."""
 
-    kind: Literal["cnn1d", "cnn2d", "mlp", "bag_of_tokens"] = Field(
-        "cnn1d", description="Network family; bag_of_tokens is the text student (embedding task): token "
-        "embeddings of the teacher's tokenizer, mean-pooled, then an MLP.")
+    kind: Literal["cnn1d", "cnn2d", "mlp", "bag_of_tokens", "conv_tokens"] = Field(
+        "cnn1d", description="Network family; bag_of_tokens and conv_tokens are the text students: token "
+        "embeddings of the teacher's tokenizer, mean-pooled, then an MLP; conv_tokens first mixes each token "
+        "with its neighbours (a residual 1-D convolution of kernel_size tokens), so word order counts.")
     width: int = Field(32, ge=1, le=4096, description="Channels per conv layer (CNN) or units per layer (MLP).")
     depth: int = Field(3, ge=1, le=16, description="Number of conv layers (CNN) or hidden layers (MLP).")
     kernel_size: int = Field(5, ge=1, le=31, description="Kernel size of the first conv layer (later ones use 3).")
@@ -314,8 +320,9 @@ class EmbeddingConfig(_Strict):
                                  "batch-1 latency compares ONNX Runtime with ONNX Runtime.")
     teacher_parity_tolerance: float = Field(1e-3, gt=0, description="Max abs difference of the teacher's "
                                             "ONNX embeddings vs PyTorch (a 6-layer encoder sums more error).")
-    seeds: int = Field(1, ge=1, le=10, description="Students and baselines trained with seeds seed, seed+1, "
-                       "...; the report gives each and their mean; the first one is exported.")
+    seeds: int = Field(1, ge=1, le=10, description="Text tasks (embedding and classification): students and "
+                       "baselines trained with seeds seed, seed+1, ...; the report gives each and their mean; "
+                       "the first one is exported.")
 
 
 class DistillConfig(_Strict):
@@ -356,18 +363,18 @@ class DistillConfig(_Strict):
 
 
     def _text_task_fits(self) -> None:
-        """The embedding task's parts come together: HF teacher, text student, plain distillation."""
-        embedding = self.data.task == "embedding"
-        if embedding != (self.teacher.source == "huggingface"):
-            raise ValueError("task embedding needs teacher.source huggingface, and a huggingface teacher "
-                             f"supports task embedding only for now (got task {self.data.task}, "
-                             f"teacher.source {self.teacher.source})")
-        if embedding != (self.student.architecture.kind == "bag_of_tokens"):
-            raise ValueError("task embedding needs student.architecture.kind bag_of_tokens, and "
-                             "bag_of_tokens is for task embedding only")
-        if embedding and self.strategy.kind != "kd":
-            raise ValueError(f"task embedding distils embeddings directly; strategy.kind {self.strategy.kind} "
-                             "is not supported for it (leave strategy.kind kd)")
+        """A text task's parts come together: text data, HF teacher, text student, plain distillation."""
+        text = self.data.source in TEXT_SOURCES
+        if text != (self.teacher.source == "huggingface"):
+            raise ValueError("text data (task embedding or classification) needs teacher.source huggingface, "
+                             "and a huggingface teacher needs a text source (got data.source "
+                             f"{self.data.source}, task {self.data.task}, teacher.source {self.teacher.source})")
+        if text != (self.student.architecture.kind in TEXT_STUDENTS):
+            raise ValueError("text data (task embedding or classification) needs student.architecture.kind "
+                             "bag_of_tokens or conv_tokens, and those are for text data only")
+        if text and self.strategy.kind != "kd":
+            raise ValueError(f"text tasks support strategy.kind kd only; strategy.kind {self.strategy.kind} "
+                             "is not supported for them (leave strategy.kind kd)")
 
 
 def _format_location(loc: tuple) -> str:

@@ -39,6 +39,7 @@ from distill.text_student import (WithClassifier, build_text_student, count_trai
                                   init_from_token_vectors, table_tokens)
 from distill.textdata import TextDataset, load_text_dataset
 from distill.train import fit
+from distill.verdicts import embedding_verdicts
 
 SPLITS = ("train", "val", "test", "unlabeled")
 # Acceptance of issue 12 for the embedding student (printed as met / NOT met, kept in report.json).
@@ -120,17 +121,22 @@ def _median_length_row(ids: np.ndarray, pad_id: int) -> np.ndarray:
     return np.ascontiguousarray(ids[row:row + 1, :max(1, lengths[row])])
 
 
-def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path) -> dict:
-    """student.onnx (and teacher.onnx), parity-checked; batch-1 latency; tokenizer.json copied."""
+def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path,
+                  teacher: torch.nn.Module | None = None) -> dict:
+    """student.onnx (and teacher.onnx), parity-checked; batch-1 latency; tokenizer.json copied.
+
+    ``teacher`` is what teacher.onnx holds (default: the sentence encoder; classification: encoder + head).
+    """
     tok = prep.teacher.tokenizer
+    teacher = prep.teacher.encoder if teacher is None else teacher
     parity_rows = prep.ids["test"][:64]
     exports = {"student": ex.export_onnx(student, out_dir / "student.onnx", prep.ids["test"],
                                          config.export.parity_tolerance, dtype=np.int64)}
     if config.embedding.export_teacher:
-        exports["teacher"] = ex.export_onnx(prep.teacher.encoder, out_dir / "teacher.onnx", parity_rows,
+        exports["teacher"] = ex.export_onnx(teacher, out_dir / "teacher.onnx", parity_rows,
                                             config.embedding.teacher_parity_tolerance, dtype=np.int64)
     one = _median_length_row(prep.ids["test"], tok.pad_id)
-    models = {"student": student, "teacher": prep.teacher.encoder}
+    models = {"student": student, "teacher": teacher}
     latency = {}
     for name, exported in exports.items():
         # Parity again at another sequence length: a graph specialised to the export's shape fails here.
@@ -140,7 +146,7 @@ def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path)
                                      config.export.latency_repeats)
     if "teacher" not in exports:  # no teacher ONNX: PyTorch teacher, stated as such in the report
         with torch.no_grad():
-            latency["teacher_torch"] = ev.median_ms(lambda: prep.teacher.encoder(torch.from_numpy(one)),
+            latency["teacher_torch"] = ev.median_ms(lambda: teacher(torch.from_numpy(one)),
                                                     config.export.latency_repeats)
     tokenizer = shutil.copyfile(tok.path, out_dir / tok.path.name)
     return {"exports": exports, "latency_ms_batch1": latency, "latency_tokens": int(one.shape[1]),
@@ -174,13 +180,17 @@ def acceptance(metrics: dict, params: dict, latency: dict) -> dict:
     return result
 
 
-def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None = None) -> dict:
-    """Every stage; writes student.onnx, teacher.onnx, tokenizer.json, manifest.json, report.json."""
-    reporter = reporter or SilentReporter()
+def start_run(config: DistillConfig, out_dir: Path, reporter: Reporter | None):
+    """(reporter, out_dir, timings, start time) of a text run: threads set, the output folder made."""
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings, start = Timings(), time.perf_counter()
+    return reporter or SilentReporter(), out_dir, Timings(), time.perf_counter()
+
+
+def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None = None) -> dict:
+    """Every stage; writes student.onnx, teacher.onnx, tokenizer.json, manifest.json, report.json."""
+    reporter, out_dir, timings, start = start_run(config, out_dir, reporter)
     with timings.stage("data_and_teacher"):
         prep = prepare(config, reporter)
     per_seed, exported = [], None
@@ -221,6 +231,7 @@ def build_report(config, prep: Prepared, metrics, per_seed, params, exported, st
             "metrics": metrics, "per_seed": per_seed, "onnx": files, "latency_ms_batch1": latency,
             "latency_tokens": exported["latency_tokens"], "tokenizer": exported["tokenizer"],
             "acceptance": acceptance(metrics, params, latency), "soft_label_cache": prep.cache,
+            "verdicts": embedding_verdicts(metrics, len(prep.ids["test"])),
             "timings_s": dict(timings)}
 
 

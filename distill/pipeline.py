@@ -24,6 +24,7 @@ from distill.data import Dataset, load_dataset
 from distill.errors import TeacherError
 from distill.strategies.runner import check_strategy, run_strategy
 from distill.sweep import TeacherOutputs, choose_best, run_sweep
+from distill.verdicts import classification_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,10 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
         from distill.embed_pipeline import run_embedding_pipeline  # noqa: PLC0415
 
         return run_embedding_pipeline(config, out_dir, reporter)
+    if config.teacher.source == "huggingface":  # text classification: encoder + fitted head (distill/text_classify.py)
+        from distill.text_classify import run_text_classification  # noqa: PLC0415
+
+        return run_text_classification(config, out_dir, reporter)
     reporter = reporter or SilentReporter()
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
@@ -144,6 +149,7 @@ def run_pipeline(config: DistillConfig, out_dir: Path, reporter: Reporter | None
     add_validation_scores(ds, variants, student, baseline)
     timings["total"] = round(time.perf_counter() - start, 3)
     report = build_report(config, ds, soft, runs, best, strategy, variants, labels, timings, out_dir)
+    report["verdicts"] = classification_verdicts(report)
     with timings.stage("report"):
         html = write_report(out_dir, report)
     timings["total"] = round(time.perf_counter() - start, 3)

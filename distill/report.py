@@ -225,6 +225,17 @@ def timings_table(report: dict) -> str:
     return html_table(["stage", "time"], rows)
 
 
+def verdicts_html(verdicts: dict) -> str:
+    """report["verdicts"] as a list: bad ones first, in plain words, each with what to try."""
+    items = []
+    for verdict in sorted(verdicts.values(), key=lambda v: v.get("ok", True)):
+        mark = "ok" if verdict.get("ok") else "warning"
+        tips = "".join(f"<li>try: {html.escape(tip)}</li>" for tip in verdict.get("advice") or [])
+        items.append(f"<li class='{mark}'><b>{mark.upper()} {html.escape(str(verdict.get('name')))}</b>: "
+                     f"{html.escape(str(verdict.get('summary')))}{f'<ul>{tips}</ul>' if tips else ''}</li>")
+    return f"<ul class='verdicts'>{''.join(items)}</ul>"
+
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -232,6 +243,7 @@ th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
 th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
 tr.chosen{background:#e6f4ea;font-weight:600} img{max-width:100%;border:1px solid #eee}
 code{font-size:.85em;color:#555} .meta{color:#555}
+li.warning{color:#8a4b00} li.ok{color:#1e6b34}
 """
 
 
@@ -254,6 +266,8 @@ def render_html(report: dict, plots: dict[str, Path]) -> str:
         f"teacher source {_fmt((report.get('teacher') or {}).get('source'))}</p>",
         "<h2>Teacher, student, baseline (test set)</h2>", headline_table(report), summary_table(report),
     ]
+    if report.get("verdicts"):
+        sections += ["<h2>Verdicts</h2>", verdicts_html(report["verdicts"])]
     sections += [f"<h2>{html.escape(title)}</h2>{html_image(title, path)}" for title, path in plots.items()]
     if any((report.get(v) or {}).get("per_class") for v in VARIANTS):
         sections += ["<h2>Per-class test accuracy</h2>", per_class_table(report)]

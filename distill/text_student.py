@@ -1,5 +1,7 @@
 """Tiny text students over the teacher's tokenizer, trained from scratch.
 
+``ConvTokens`` adds a residual convolution over neighbouring tokens (word order) before the mean.
+
 ``BagOfTokens``: token ids -> a row of a small token table (the ``vocab_size`` most frequent
 tokens of the training texts; the rest share one row) -> masked mean -> MLP (plus a linear
 skip) -> L2-normalised embedding of the teacher's width. One int64 input (padding = the
@@ -63,6 +65,28 @@ class BagOfTokens(nn.Module):
         return F.normalize(self.mlp(pooled) + self.skip(pooled), dim=-1)
 
 
+class ConvTokens(BagOfTokens):
+    """BagOfTokens plus a residual 1-D convolution over neighbouring token vectors before the mean.
+
+    The bag of tokens is blind to word order; the convolution lets each token see ``kernel_size``
+    neighbours (negations, phrases). Its weights start at zero, so a token-initialised student
+    starts exactly where BagOfTokens does and training adds the order-aware part.
+    """
+
+    def __init__(self, vocabulary: np.ndarray, dim: int, hidden: int, out_dim: int, pad_id: int,
+                 kernel_size: int = 3):
+        super().__init__(vocabulary, dim, hidden, out_dim, pad_id)
+        self.conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def pooled(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != self.pad_id).unsqueeze(-1).to(self.table.weight.dtype)
+        vectors = self.table(self.vocabulary[ids]) * mask
+        mixed = vectors + F.gelu(self.conv(vectors.transpose(1, 2))).transpose(1, 2) * mask
+        return mixed.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class WithClassifier(nn.Module):
     """A text model plus a linear head: the no-teacher baseline learns the labels through it."""
 
@@ -77,9 +101,15 @@ class WithClassifier(nn.Module):
 
 def build_text_student(arch: ArchitectureConfig, ids_train: np.ndarray, teacher_vocab: int,
                        out_dim: int, pad_id: int) -> BagOfTokens:
-    """The configured text student (``width``: token vector size, ``hidden``: MLP units)."""
+    """The configured text student (``width``: token vector size, ``hidden``: MLP units).
+
+    ``conv_tokens`` adds the order-aware convolution (``kernel_size`` tokens, made odd) to the bag.
+    """
     vocabulary = select_vocabulary(ids_train, teacher_vocab, arch.vocab_size, pad_id)
-    return BagOfTokens(vocabulary, arch.width, arch.hidden or 4 * arch.width, out_dim, pad_id)
+    hidden = arch.hidden or 4 * arch.width
+    if arch.kind == "conv_tokens":
+        return ConvTokens(vocabulary, arch.width, hidden, out_dim, pad_id, arch.kernel_size | 1)
+    return BagOfTokens(vocabulary, arch.width, hidden, out_dim, pad_id)
 
 
 def table_tokens(model: BagOfTokens) -> np.ndarray:

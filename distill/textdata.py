@@ -192,6 +192,29 @@ def _encode_labels(raw: list[str | None], name: str) -> tuple[np.ndarray, list[s
     return np.asarray([UNLABELED if label is None else index[label] for label in raw], np.int64), names
 
 
+def sentence_chunks(text: str, size: int) -> list[str]:
+    """``text`` cut at sentence ends (. ! ? or a line break) into pieces of about ``size`` characters.
+
+    Sentences are joined until a piece would exceed ``size``; a sentence longer than ``size`` is cut
+    at ``size`` characters. Empty pieces are dropped.
+
+    Example:
+        >>> sentence_chunks("One. Two! Three? Four", 10)
+        ['One. Two!', 'Three?', 'Four']
+    """
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    pieces, current = [], ""
+    for sentence in sentences:
+        for start in range(0, len(sentence), size):
+            part = sentence[start:start + size]
+            if current and len(current) + 1 + len(part) > size:
+                pieces.append(current)
+                current = part
+            else:
+                current = f"{current} {part}" if current else part
+    return pieces + [current] if current else pieces
+
+
 def build_text_dataset(name: str, texts: list[str], y: np.ndarray, class_labels: list[str],
                        config: DataConfig, seed: int) -> TextDataset:
     """Split labelled rows into train / validation / test; unlabeled rows (and the overflow) transfer."""
@@ -206,12 +229,15 @@ def build_text_dataset(name: str, texts: list[str], y: np.ndarray, class_labels:
     if len(labelled) < 10:
         raise DataError(f"{name}: {len(labelled)} labelled rows are too few (need >= 10 for the splits)")
     pick = lambda idx: [texts[i] for i in idx]  # noqa: E731
+    transfer = pick(unlabeled)
+    if settings.transfer_chunks:
+        transfer = [piece for text in transfer for piece in sentence_chunks(text, settings.transfer_chunks)]
     lab = np.asarray(labelled)
     keep, test = split_rows(len(lab), config.test_fraction, seed + 1)
     train, val = (keep[k] for k in split_rows(len(keep), config.val_fraction, seed))
     return TextDataset(name=name, texts_train=pick(lab[train]), y_train=y[lab[train]],
                        texts_val=pick(lab[val]), y_val=y[lab[val]], texts_test=pick(lab[test]),
-                       y_test=y[lab[test]], texts_unlabeled=pick(unlabeled), class_labels=class_labels)
+                       y_test=y[lab[test]], texts_unlabeled=transfer, class_labels=class_labels)
 
 
 def load_text_dataset(config: DataConfig, seed: int = 0) -> TextDataset:

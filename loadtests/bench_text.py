@@ -22,28 +22,58 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONFIG = ROOT / "distill" / "configs" / "minilm-embed.yaml"
+CONFIGS = {"embedding": ROOT / "distill" / "configs" / "minilm-embed.yaml",
+           "classification": ROOT / "distill" / "configs" / "minilm-spam.yaml"}
+
+
+def classification_text(report: dict) -> str:
+    """The printed figures of a text classification run: accuracies, ratios, acceptance, per seed."""
+    lines = [f"text classification, {report['dataset']['name']}: {report['dataset']['n_train']} train + "
+             f"{report['dataset']['n_unlabeled']} transfer texts, {report['dataset']['n_test']} held out; "
+             f"mean of {report['seeds']} seed(s); chosen T={report['student']['temperature']:g} "
+             f"alpha={report['student']['alpha']:g}"]
+    for name in ("teacher", "student", "baseline"):
+        v = report[name]
+        lines.append(f"  {name:<9} accuracy {100 * v['accuracy']:.2f} %  ECE {v['ece']:.4f}  params {v['params']:,}  "
+                     f"per class " + ", ".join(f"{k} {100 * a:.2f} %" for k, a in v["per_class"].items()))
+    lines += [f"  per seed student/baseline accuracy: " + ", ".join(
+                  f"{100 * s['student']['accuracy']:.2f}/{100 * s['baseline']['accuracy']:.2f}" for s in report["per_seed"]),
+              f"  batch-1 ONNX Runtime, 1 thread, {report['latency_tokens']} tokens: teacher "
+              f"{report['teacher']['latency_ms']['batch1']:.3f} ms, student {report['student']['latency_ms']['batch1']:.4f} ms",
+              "", "acceptance:"]
+    for name, verdict in report["acceptance"].items():
+        state = "reported" if verdict["met"] is None else ("met" if verdict["met"] else "NOT met")
+        target = "" if verdict["target"] is None else f"(target >= {verdict['target']:g})"
+        lines.append(f"  {name:<16} {verdict['value']:>10.4g}  {target:<18} {state}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "bench-text")
-    parser.add_argument("--config", type=pathlib.Path, default=CONFIG)
+    parser.add_argument("--task", choices=sorted(CONFIGS), default="embedding",
+                        help="which text task (and its ready config) to run")
+    parser.add_argument("--config", type=pathlib.Path, default=None, help="default: the task's ready config")
     parser.add_argument("--rows", type=int, default=None, help="labelled emails (default: the config's)")
     parser.add_argument("--seeds", type=int, default=None, help="student seeds (default: the config's)")
     args = parser.parse_args(argv)
 
     from distill.cli import RichReporter  # noqa: PLC0415
     from distill.config import load_config  # noqa: PLC0415
-    from distill.embed_pipeline import run_embedding_pipeline, summary_text  # noqa: PLC0415
+    from distill.embed_pipeline import summary_text  # noqa: PLC0415
+    from distill.pipeline import run_pipeline  # noqa: PLC0415
+    from distill.verdicts import verdict_lines  # noqa: PLC0415
     from rich.console import Console  # noqa: PLC0415
 
-    config = load_config(args.config)
+    config = load_config(args.config or CONFIGS[args.task])
     if args.rows:
         config.data.text.max_rows = args.rows
     if args.seeds:
         config.embedding.seeds = args.seeds
     with RichReporter(Console(stderr=True)) as reporter:
-        report = run_embedding_pipeline(config, args.out, reporter)
-    print(summary_text(report))
+        report = run_pipeline(config, args.out, reporter)
+    print(summary_text(report) if report["task"] == "embedding" else classification_text(report))
+    print("\n".join(["", "verdicts:"] + verdict_lines(report.get("verdicts") or {})))
     print(f"\nreport: {args.out / 'report.json'} (manifest.json, student.onnx, teacher.onnx, tokenizer.json)")
     return 0
 

