@@ -147,3 +147,68 @@ def test_a_tokenizer_that_differs_from_its_manifest_or_a_mixed_gateway_is_refuse
     (text_artifact / "tokenizer.json").write_text((text_artifact / "tokenizer.json").read_text()[:-2] + " }")
     with pytest.raises(GatewayConfigError, match=r"variants.teacher.manifest_path: tokenizer .* has sha256 \w+, the manifest"):
         load_text_models(_config(text_artifact))
+
+
+# ----- the runtime on real ONNX Runtime: tokenise per variant, answer, shadow by cosine --------
+def _bag_model(path: pathlib.Path, vocab: int, seed: int) -> None:
+    """A real ONNX text model: int64 ids [batch, seq] -> mean of a random token table [batch, 4]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(seed).normal(size=(vocab, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input"], ["rows"]),
+         helper.make_node("ReduceMean", ["rows"], ["logits"], axes=[1], keepdims=0)],
+        "bag", [helper.make_tensor_value_info("input", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(table, "table")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def test_the_runtime_tokenises_for_each_variant_and_compares_text_answers_by_cosine(text_artifact):
+    import asyncio
+
+    import onnxruntime as ort
+
+    from gateway.observers import Observers
+    from gateway.runtime import GatewayRuntime
+
+    for name, seed in (("teacher.onnx", 1), ("student.onnx", 2)):
+        _bag_model(text_artifact / name, 30522, seed)
+    run = {n: ort.InferenceSession(str(text_artifact / f"{n}.onnx")) for n in ("teacher", "student")}
+    seen = []
+
+    async def teacher(ids):  # the teacher deployment's side of the handle: it gets token ids
+        seen.append(ids)
+        return run["teacher"].run(None, {"input": ids})[0]
+
+    config = _config(text_artifact, colocated=True).model_dump(mode="json")
+    config["routing"] = {"weights": {"teacher": 100}, "allow_force": True}
+    config["shadow"] = {"fraction": 1.0, "embedding_min_cosine": 0.99}
+    config["capture"] = {"enabled": False}
+    config["audit_log"] = str(text_artifact / "audit.jsonl")
+    runtime = GatewayRuntime(remote_callers={"teacher": teacher}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+    batch = TextBatch(("free cruise, click now", "the build failed on ARM"))
+    ids = runtime.state.text.ids("teacher", batch)
+
+    async def scenario():
+        primary = await runtime.answer(batch, {})
+        forced = await runtime.answer(TextBatch(batch.texts), {"x-kdgate-force-variant": "student"})
+        for _ in range(200):  # shadow calls run on the shadow queue's workers; both requests are compared
+            if _compared(runtime) >= 4:
+                break
+            await asyncio.sleep(0.01)
+        return primary, forced
+
+    primary, forced = asyncio.run(scenario())
+    assert seen[0].dtype == np.int64 and np.array_equal(seen[0], ids)
+    np.testing.assert_allclose(primary.y, run["teacher"].run(None, {"input": ids})[0])
+    assert forced.variant == "student"
+    np.testing.assert_allclose(forced.y, run["student"].run(None, {"input": ids})[0])
+    pair = runtime._obs.stats.snapshot()["comparisons"]["teacher"]["student"]
+    assert pair["compared"] == 4 and pair["agreements"] == 0 and pair["cosine_sum"] < 4 * 0.99  # two random tables
+
+
+def _compared(runtime) -> int:
+    return runtime._obs.stats.snapshot()["comparisons"].get("teacher", {}).get("student", {}).get("compared", 0)
