@@ -41,7 +41,7 @@ def traffic(text_models) -> dict:
     teacher = onnx_predict(text_models["teacher"], ids, dtype=np.int64)
     good = _cosines(teacher, onnx_predict(text_models["student"], ids, dtype=np.int64))
     bad = _cosines(teacher, onnx_predict(text_models["corrupt"], ids, dtype=np.int64))
-    threshold = float(np.quantile(good, 0.02)) - 0.05
+    threshold = float(good.min()) - 0.05
     assert np.median(bad) < threshold - 0.1, (good.min(), np.median(bad))  # else the rollback test proves nothing
     return {"texts": texts, "ids": ids, "teacher": teacher, "min_cosine": threshold}
 
@@ -108,7 +108,9 @@ def _send(url: str, texts: list[str], stop: threading.Event, failures: list, sen
 
 
 def _rollout(text_models, traffic, tmp_path, name: str, student: str, serve_instance, until) -> tuple[dict, list, list]:
-    """Deploy a text gateway with a rollout of ``student``, send traffic until ``until(status)``."""
+    """Deploy a text gateway with a rollout of ``student``, send traffic until ``until(status)``.
+
+    Returns the last status, every status polled, and the failed requests."""
     from ray import serve
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def _rollout(text_models, traffic, tmp_path, name: str, student: str, serve_inst
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             status = httpx.get(f"{url}/admin/rollout", headers=AUTH, timeout=10).json()["status"]
-            seen.append(status["weight"])
+            seen.append(status)
             if until(status):
                 break
             time.sleep(0.3)
@@ -148,12 +150,13 @@ def test_a_text_canary_passes_its_gates_and_a_corrupted_text_student_is_rolled_b
         serve_instance, text_models, traffic, tmp_path):
     status, seen, failures = _rollout(text_models, traffic, tmp_path / "good", "textgood", text_models["student"],
                                       serve_instance, lambda s: s["weight"] >= 50.0 or s["phase"] == "RolledBack")
-    gates = {g["name"]: g["status"] for g in status["last_gates"]}
-    assert status["weight"] == 50.0 and 10.0 in seen, (status["phase"], status["reason"], status["last_gates"])
-    assert gates["agreement"] == "passed" and gates["error_rate"] == "passed", gates
+    agreement = {g["status"] for s in seen for g in s["last_gates"] if g["name"] == "agreement"}
+    assert status["weight"] == 50.0 and 10.0 in [s["weight"] for s in seen], (
+        status["phase"], status["reason"], status["last_gates"])
+    assert "passed" in agreement and "failed" not in agreement, agreement
     assert failures == []
     status, seen, failures = _rollout(text_models, traffic, tmp_path / "bad", "textbad", text_models["corrupt"],
                                       serve_instance, lambda s: s["phase"] == "RolledBack")
     assert status["phase"] == "RolledBack" and status["weight"] == 0.0, (status["phase"], status["last_gates"])
     assert "agreement" in status["reason"], status["reason"]
-    assert max(seen) < 50.0 and failures == []
+    assert max(s["weight"] for s in seen) < 50.0 and failures == []
