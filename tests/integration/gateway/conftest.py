@@ -35,4 +35,6 @@ def text_models(tmp_path_factory) -> dict:
     from text_support import build_text_artifacts, require_corpus
 
     require_corpus()
-    return build_text_artifacts(tmp_path_factory.mktemp("text-models"))
+    # pytest's per-user temp root outlives a session: the next session reuses the folder (the
+    # MiniLM ONNX export is the slow part), keyed by the distill code that built it.
+    return build_text_artifacts(tmp_path_factory.getbasetemp().parent)

