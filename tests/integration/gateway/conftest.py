@@ -37,4 +37,4 @@ def text_models(tmp_path_factory) -> dict:
     require_corpus()
     # pytest's per-user temp root outlives a session: the next session reuses the folder (the
     # MiniLM ONNX export is the slow part), keyed by the distill code that built it.
-    return build_text_artifacts(tmp_path_factory.getbasetemp().parent)
+    return build_text_artifacts(tmp_path_factory.getbasetemp().parent, tmp_path_factory.mktemp("text-corrupt"))

@@ -34,16 +34,17 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def traffic(text_models) -> dict:
-    """Real emails, and the cosine threshold the shadow calls agreement: set from the distilled
-    student's own offline cosines on them, well above what the corrupted copy reaches."""
+    """Real emails, and the cosine the shadow calls agreement: the distilled student's own 10th
+    percentile on them (a tiny, briefly trained student: its cosines spread widely), so it agrees
+    on about 90 % of the rows, while the corrupted copy must agree on hardly any."""
     texts = corpus_texts(64)
     ids = _ids(text_models, texts)
     teacher = onnx_predict(text_models["teacher"], ids, dtype=np.int64)
     good = _cosines(teacher, onnx_predict(text_models["student"], ids, dtype=np.int64))
     bad = _cosines(teacher, onnx_predict(text_models["corrupt"], ids, dtype=np.int64))
-    threshold = float(good.min()) - 0.05
-    assert np.median(bad) < threshold - 0.1, (good.min(), np.median(bad))  # else the rollback test proves nothing
-    return {"texts": texts, "ids": ids, "teacher": teacher, "min_cosine": threshold}
+    threshold = float(np.quantile(good, 0.1))
+    assert (bad >= threshold).mean() < 0.2, (threshold, np.quantile(bad, [0.5, 0.9]))  # else rollback proves nothing
+    return {"texts": texts, "ids": ids, "teacher": teacher, "min_cosine": threshold, "cosines": good}
 
 
 def test_tritonclient_bytes_v1_strings_and_bad_texts_on_real_serve(app_factory, serve_instance, text_models,
@@ -88,12 +89,13 @@ def test_tritonclient_bytes_v1_strings_and_bad_texts_on_real_serve(app_factory, 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pair = httpx.get(f"{url}/admin/stats", headers=AUTH, timeout=10).json()["comparisons"].get("teacher", {})
-        if pair.get("student", {}).get("compared", 0) >= 6:
+        if pair.get("student", {}).get("compared", 0) >= 9:
             break
         time.sleep(0.3)
-    pair = pair["student"]
-    assert pair["compared"] >= 6 and pair["agreements"] == pair["compared"], pair
-    assert pair["cosine_sum"] / pair["compared"] > traffic["min_cosine"], pair
+    # Each of the 3 texts compared 3 times (two teacher answers, one forced student answer).
+    pair, expected = pair["student"], traffic["cosines"][:3]
+    assert pair["compared"] == 9 and pair["agreements"] == 3 * int((expected >= traffic["min_cosine"]).sum()), pair
+    assert pair["cosine_sum"] / 9 == pytest.approx(expected.mean(), abs=1e-3), pair
 
 
 def _send(url: str, texts: list[str], stop: threading.Event, failures: list, sent: list) -> None:
@@ -123,7 +125,7 @@ def _rollout(text_models, traffic, tmp_path, name: str, student: str, serve_inst
         "steps": ["shadow", 10, 50], "interval_s": 1.0, "min_samples": 24, "failure_threshold": 2,
         "deadline_s": 120, "state_path": str(tmp_path / f"{name}.sqlite"), "evidence_dir": str(tmp_path / name),
         "gates": {"kl": {"enabled": False}, "output_drift": {"enabled": False}, "input_drift": {"enabled": False},
-                  "latency": {"enabled": False}, "agreement": {"min_lower_bound": 0.8}},
+                  "latency": {"enabled": False}, "agreement": {"min_lower_bound": 0.6}},
     }
     deploy(config, name=name, prefix=f"/{name}")
     url = f"{serve_instance['url']}/{name}"

