@@ -122,7 +122,7 @@ def _rollout(text_models, traffic, tmp_path, name: str, student: str, serve_inst
     config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0,
                         "embedding_min_cosine": traffic["min_cosine"], "timeout_s": 20.0}
     config["rollout"] = {
-        "steps": ["shadow", 10, 50], "interval_s": 1.0, "min_samples": 24, "failure_threshold": 2,
+        "steps": ["shadow", 10, 50, 100], "interval_s": 1.0, "min_samples": 24, "failure_threshold": 2,
         "deadline_s": 120, "state_path": str(tmp_path / f"{name}.sqlite"), "evidence_dir": str(tmp_path / name),
         "gates": {"kl": {"enabled": False}, "output_drift": {"enabled": False}, "input_drift": {"enabled": False},
                   "latency": {"enabled": False}, "agreement": {"min_lower_bound": 0.6}},
