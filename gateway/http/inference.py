@@ -25,7 +25,9 @@ FALLBACK_HEADER = "x-kdgate-fallback"
 def tensor_spec(state) -> http_api.TensorSpec:
     """What a request batch must look like under the config in force."""
     shape = tuple(state.input_shape[1:]) if state.input_shape else None
-    return http_api.TensorSpec(feature_shape=shape, max_rows=state.config.limits.max_batch_rows)
+    limits = state.config.limits
+    return http_api.TensorSpec(feature_shape=shape, max_rows=limits.max_batch_rows,
+                               text=state.text is not None, max_text_bytes=limits.max_text_bytes)
 
 
 def answer_headers(answer) -> dict[str, str]:
@@ -66,9 +68,10 @@ class InferenceEndpoints:
         """V2 model metadata: versions, input and output tensors."""
         state = self.model_state(name, version)
         tensors = lambda tensor, shape: [{"name": tensor, "datatype": "FP32", "shape": shape or [-1]}]  # noqa: E731
+        text_input = [{"name": http_api.INPUT_NAME, "datatype": "BYTES", "shape": [-1, 1]}]
         return {
             "name": name, "versions": sorted(set(state.versions.values())), "platform": "kdgate",
-            "inputs": tensors(http_api.INPUT_NAME, state.input_shape),
+            "inputs": text_input if state.text is not None else tensors(http_api.INPUT_NAME, state.input_shape),
             "outputs": tensors(http_api.OUTPUT_NAME, state.output_shape),
         }
 

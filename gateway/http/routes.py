@@ -91,12 +91,14 @@ def _body_models() -> dict[str, Any]:
     from pydantic import BaseModel, Field
 
     class V1PredictRequest(BaseModel):
-        instances: list[list[float]] = Field(description="Rows of input features, one per example.")
+        instances: list[list[float]] | list[str] = Field(
+            description="Rows of input features, one per example; texts for a text model.")
 
     class V2InputTensor(BaseModel):
         name: str = Field(description="Input name, e.g. input.")
         shape: list[int] = Field(description="Tensor shape, batch first.")
-        datatype: str = Field(description="FP32 (FP64 and integer types are rejected with 422).")
+        datatype: str = Field(description="FP32 (FP64 and integer types are rejected with 422); "
+                                          "BYTES (texts) for a text model.")
         data: list[Any] = Field(description="Row-major flat (or nested) values.")
 
     class V2InferRequest(BaseModel):

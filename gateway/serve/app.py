@@ -30,6 +30,8 @@ from gateway.serve.ingress import Gateway
 from gateway.serve.model import ModelDeployment
 from gateway.serve.rollout_host import RolloutHost
 
+SERVE_DEFAULT_MAX_ONGOING = 5  # ray.serve's DEFAULT_MAX_ONGOING_REQUESTS (2.x)
+
 
 def _config_from_args(args: dict[str, Any]) -> dict:
     if "config_path" in args:
@@ -59,6 +61,14 @@ def _backend_fields(variant: dict) -> dict:
     return {k: variant[k] for k in keep}
 
 
+def _max_ongoing(batching: dict) -> int:
+    """Requests a model replica takes at once: Serve's default (5) caps a dynamic batch at 5 rows of
+    requests, so a batching replica admits two full batches (one running, one filling)."""
+    if not batching["enabled"]:
+        return SERVE_DEFAULT_MAX_ONGOING
+    return max(SERVE_DEFAULT_MAX_ONGOING, 2 * batching["max_batch_size"])
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for ``import_path: gateway.serve.app:build_app``.
 
@@ -73,6 +83,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     remote = {
         v["name"]: ModelDeployment.options(
             name=f"model-{v['name']}", user_config={"batching": v["batching"]},
+            max_ongoing_requests=_max_ongoing(v["batching"]),
         ).bind(_backend_fields(v), config.model_name)
         for v in data["variants"] if not v["colocated"]
     }
@@ -80,4 +91,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     # go in the Gateway deployment's user_config (an overlay, see Gateway.reconfigure),
     # which `serve deploy` applies in place. {} makes Serve call reconfigure at start.
     # The control deployment always runs: it holds the change log every replica converges to.
-    return Gateway.options(user_config={}).bind(remote, data, RolloutHost.bind(data))
+    # The ingress admits as many requests as the batching deployments behind it can batch.
+    ingress_limit = max([SERVE_DEFAULT_MAX_ONGOING, *(_max_ongoing(v["batching"]) for v in data["variants"]
+                                                      if not v["colocated"])])
+    return Gateway.options(user_config={}, max_ongoing_requests=ingress_limit).bind(remote, data, RolloutHost.bind(data))

@@ -15,6 +15,7 @@ from gateway.backends import OnnxBackend, build_backend
 from gateway.batching import EagerBatcher
 from gateway.core.config import BatchingConfig, VariantConfig
 from gateway.serve.metrics import GatewayMetrics
+from gateway.text import concat_rows, variant_pad_id
 
 DEFAULT_REPLICA_CPUS = 0.5  # small enough that ingress + teacher fit a 2-core machine
 
@@ -26,6 +27,7 @@ class ModelDeployment:
     def __init__(self, variant: dict, model_name: str):
         self.variant = VariantConfig.model_validate(variant)
         self.backend = build_backend(self.variant)
+        self._pad_id = variant_pad_id(self.variant)  # token id batches of a text model are padded with it
         self.metrics = GatewayMetrics(model=model_name)
         self.batching = self.variant.batching
         self._batcher = EagerBatcher(self._batched, max_batch_size=self.batching.max_batch_size,
@@ -46,7 +48,7 @@ class ModelDeployment:
         self.metrics.close()
 
     async def _batched(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        y = await self._infer(np.concatenate(xs))
+        y = await self._infer(concat_rows(xs, self._pad_id))
         return np.split(y, np.cumsum([len(x) for x in xs])[:-1])
 
     async def _infer(self, x: np.ndarray) -> np.ndarray:

@@ -27,3 +27,14 @@ def app_factory(serve_instance, tmp_path):
         serve.delete(name)
 
 
+
+
+@pytest.fixture(scope="session")
+def text_models(tmp_path_factory) -> dict:
+    """The MiniLM teacher, a tiny distilled text student and a corrupted copy, built once per session."""
+    from text_support import build_text_artifacts, require_corpus
+
+    require_corpus()
+    # pytest's per-user temp root outlives a session: the next session reuses the folder (the
+    # MiniLM ONNX export is the slow part), keyed by the distill code that built it.
+    return build_text_artifacts(tmp_path_factory.getbasetemp().parent, tmp_path_factory.mktemp("text-corrupt"))

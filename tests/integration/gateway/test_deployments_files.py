@@ -26,12 +26,16 @@ def test_deployments_file_is_a_serve_config_with_a_valid_gateway_config(path):
     schema = ServeDeploySchema.model_validate(document)
     assert [a.import_path for a in schema.applications] == ["gateway.serve.app:build_app"]
     config = _effective(document["applications"][0])
-    assert config.students[0].colocated and config.students[0].model_path == "runs/demo/student.onnx"
+    models = "runs/bench-text" if path.stem.startswith("text-") else "runs/demo"
+    assert config.students[0].colocated and config.students[0].model_path == f"{models}/student.onnx"
 
 
 def test_the_ready_configs_say_what_their_names_promise():
     apps = {p.stem: yaml.safe_load(p.read_text())["applications"][0] for p in FILES}
-    assert {"local", "canary-5", "shadow-only"} <= set(apps)
+    assert {"local", "canary-5", "shadow-only", "text-local"} <= set(apps)
+    text = _effective(apps["text-local"])
+    assert text.task == "embedding" and text.teacher.batching.enabled and not text.teacher.colocated
+    assert {v.manifest_path for v in text.variants} == {"runs/bench-text/manifest.json"}
     assert _effective(apps["canary-5"]).routing.weights["student"] == 5.0
     shadow = _effective(apps["shadow-only"])
     assert shadow.routing.weights["teacher"] == 100.0 and shadow.shadow.fraction > 0
