@@ -80,9 +80,11 @@ def stop(budget_s: float) -> None:
 
     def shutdown() -> None:
         try:
-            from ray import serve as ray_serve
             import ray
+            from ray import serve as ray_serve
 
+            if not ray.is_initialized():
+                return  # stopped before ray.init finished: asking Serve would start a Ray
             ray_serve.shutdown()
             ray.shutdown()
         except Exception as err:  # noqa: BLE001 -- stopping must go on whatever Ray says
