@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
-import sys
-import time
+import threading
 import traceback
 from typing import Optional
 
@@ -64,33 +62,21 @@ def serve(
         typer.echo(f"kdgate serve: {err}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from err
     _refuse_taken_ports({"--port": port, "--metrics-port": metrics_port, **service.haproxy_ports(not default_modes)}, host)
-    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
+    service.stop_on_signals(STOP_BUDGET_S, typer.echo)  # also while Ray starts: a stop is a stop
     code = 0
     try:
         service.start_ray(num_cpus=num_cpus, metrics_port=metrics_port, fast=not default_modes)
+        service.stop_on_signals(STOP_BUDGET_S, typer.echo)  # ray.init replaced the SIGTERM handler
         service.deploy_document(document, host=host, port=port)
         typer.echo(f"kdgate: serving on http://{host}:{port}  (metrics: http://127.0.0.1:{metrics_port}/metrics)")
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        typer.echo("kdgate: stopping")
-    except Exception:  # noqa: BLE001 -- reported, then the same bounded stop as Ctrl-C
+        threading.Event().wait()  # until a signal: its watcher thread stops Ray and ends the process
+    except BaseException:  # noqa: BLE001 -- reported, then the same bounded stop as Ctrl-C
         traceback.print_exc()
         code = 1
-    finally:
-        service.stop(STOP_BUDGET_S)
-        typer.echo("kdgate: stopped")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Ray's atexit hooks would wait on the processes just ended (seen: 6+ s more); nothing is left to flush.
-        os._exit(code)
+    service.stop_and_exit(code, STOP_BUDGET_S)
 
 
 STOP_BUDGET_S = 4.0  # Serve's own shutdown waits up to 30 s for its controller; an operator will not
-
-
-def _interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _refuse_taken_ports(ports: dict[str, int], host: str) -> None:

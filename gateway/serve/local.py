@@ -17,6 +17,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -49,11 +50,14 @@ def port_holder(port: int, host: str = "127.0.0.1") -> str | None:
     return "another process"
 
 
-def stop_descendants(grace_s: float = 2.0) -> list[str]:
-    """Terminate what this process started and still runs (Ray, HAProxy), then kill the stubborn."""
+def stop_descendants(grace_s: float = 2.0, known: list | None = None) -> list[str]:
+    """Terminate what this process started and still runs (Ray, HAProxy), then kill the stubborn.
+
+    ``known``: processes seen earlier (psutil) that may have been re-parented away since.
+    """
     import psutil
 
-    alive = psutil.Process().children(recursive=True)
+    alive = list({p.pid: p for p in [*(known or []), *psutil.Process().children(recursive=True)]}.values())
     for stop in (psutil.Process.terminate, psutil.Process.kill):
         for child in alive:
             try:
@@ -81,16 +85,33 @@ def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None
     raise TimeoutError(f"{url} was not ready within {timeout_s:.0f} s")
 
 
+def haproxy_files(base: str | None = None) -> dict[str, str]:
+    """Environment giving HAProxy's config, sockets and state files a directory of their own.
+
+    Serve's defaults are fixed paths (``/tmp/haproxy-serve/...``) shared by every Serve on the
+    machine, so a second Serve (``kdgate serve`` next to a test's, or a crashed run's leftovers)
+    would reload or query the other's HAProxy. ``base``: a short new directory under /tmp by
+    default (unix socket paths stop at 108 bytes).
+    """
+    base = base or tempfile.mkdtemp(prefix="kdgate-haproxy-")
+    files = {"CONFIG_FILE_LOC": "haproxy.cfg", "SOCKET_PATH": "admin.sock", "SERVER_STATE_FILE": "server-state",
+             "METRICS_SOCKET_PATH": "metrics.sock"}
+    return {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+            **{f"RAY_SERVE_HAPROXY_{name}": os.path.join(base, file) for name, file in files.items()}}
+
+
 def serve_environment(fast: bool) -> dict[str, str]:
     """Environment Serve's actors must inherit (set before ``ray.init``).
 
     Fast modes (HAProxy ingress, throughput-optimised handles) or Ray Serve's defaults;
-    HAProxy's own stats/metrics listeners on free ports; a 2 s drain window for a
+    HAProxy's own stats/metrics listeners on free ports and its files in a directory of its own
+    (:func:`haproxy_files`); a 2 s drain window for a
     stopping ingress replica (30 s by default) so a redeploy does not stall the run.
     """
     env = {name: "1" if fast else "0" for name in FAST_MODE_ENV}
     env.update(RAY_AUTH_MODE="disabled", RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="2",
-               RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()))
+               RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()), RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
+               **haproxy_files())
     return env
 
 

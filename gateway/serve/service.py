@@ -13,10 +13,17 @@ Example::
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
 import threading
+from typing import Callable, NoReturn
 
-from gateway.serve.local import FAST_MODE_ENV, stop_descendants
+from gateway.serve.local import FAST_MODE_ENV, haproxy_files, stop_descendants
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_exiting = threading.Lock()
+_wakeup: list[socket.socket] = []  # kept referenced: the C signal handler writes into it
 
 
 def haproxy_ports(fast: bool) -> dict[str, int]:
@@ -27,14 +34,57 @@ def haproxy_ports(fast: bool) -> dict[str, int]:
             "RAY_SERVE_HAPROXY_STATS_PORT": int(os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"))}
 
 
+def stop_on_signals(budget_s: float, announce: Callable[[str], None]) -> None:
+    """From now on SIGINT/SIGTERM stop Serve and Ray within ``budget_s`` and end the process.
+
+    Python runs signal handlers only in the main thread, between bytecodes; under load the main
+    thread can sit in a Ray call (start-up, deploy, a blocking get) long after the signal. So the
+    C-level handler's wakeup byte (``signal.set_wakeup_fd``) wakes a watcher thread, which stops
+    and exits whatever the main thread is doing. Call from the main thread, again after
+    ``ray.init`` (Ray installs its own SIGTERM handler).
+    """
+    if not _wakeup:
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        _wakeup.extend((reader, writer))
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+        def watch() -> None:
+            number = reader.recv(1)[0]
+            announce(f"kdgate: {signal.Signals(number).name}, stopping")
+            stop_and_exit(0, budget_s)
+
+        threading.Thread(target=watch, name="kdgate-stop", daemon=True).start()
+    for number in STOP_SIGNALS:
+        # A Python-level handler must exist for the wakeup byte to be written; the watcher acts.
+        signal.signal(number, lambda *_: None)
+
+
+def stop_and_exit(code: int, budget_s: float) -> NoReturn:
+    """Bounded :func:`stop`, then ``os._exit(code)``; a second caller waits for the first one's exit."""
+    if not _exiting.acquire(blocking=False):
+        threading.Event().wait()
+    stop(budget_s)
+    print("kdgate: stopped", flush=True)
+    sys.stderr.flush()
+    # Ray's atexit hooks would wait on the processes just ended (seen: 6+ s more); nothing is left to flush.
+    os._exit(code)
+
+
 def stop(budget_s: float) -> None:
     """Serve, then Ray, each bounded; whatever still runs after that is terminated, then killed."""
+    import psutil
+
+    # Taken first: Serve's shutdown ends actors whose children (HAProxy) are then re-parented away.
+    started = psutil.Process().children(recursive=True)
 
     def shutdown() -> None:
         try:
-            from ray import serve as ray_serve
             import ray
+            from ray import serve as ray_serve
 
+            if not ray.is_initialized():
+                return  # stopped before ray.init finished: asking Serve would start a Ray
             ray_serve.shutdown()
             ray.shutdown()
         except Exception as err:  # noqa: BLE001 -- stopping must go on whatever Ray says
@@ -43,7 +93,7 @@ def stop(budget_s: float) -> None:
     worker = threading.Thread(target=shutdown, daemon=True)
     worker.start()
     worker.join(budget_s)
-    stop_descendants(grace_s=1.0)
+    stop_descendants(grace_s=1.0, known=started)
 
 
 def start_ray(*, num_cpus: int | None, metrics_port: int, fast: bool) -> None:
@@ -52,6 +102,9 @@ def start_ray(*, num_cpus: int | None, metrics_port: int, fast: bool) -> None:
 
     for name in FAST_MODE_ENV:
         os.environ.setdefault(name, "1" if fast else "0")
+    if fast:
+        for name, value in haproxy_files().items():
+            os.environ.setdefault(name, value)
     cwd = os.getcwd()
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [cwd, os.environ.get("PYTHONPATH")])),
            "KDGATE_HOME": os.environ.get("KDGATE_HOME", cwd)}

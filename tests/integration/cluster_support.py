@@ -30,7 +30,7 @@ import time
 
 import psutil
 
-from gateway.serve.local import ROOT, free_port, serve_environment
+from gateway.serve.local import ROOT, free_port, haproxy_files, serve_environment
 
 DRIVER = pathlib.Path(__file__).with_name("cluster_driver.py")
 LABEL = "kdgate-node"      # node label: "head" or the worker's name
@@ -61,11 +61,7 @@ class LocalCluster:
         # HAProxy's files under the root (its command line then names it, and nothing is shared
         # with another Serve on this machine); replica ports apart from LocalServe's 30000+.
         haproxy = self.root / "haproxy"
-        env.update(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(haproxy / "haproxy.cfg"),
-                   RAY_SERVE_HAPROXY_SOCKET_PATH=str(haproxy / "admin.sock"),
-                   RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(haproxy),
-                   RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(haproxy / "server-state"),
-                   RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(haproxy / "metrics.sock"),
+        env.update(haproxy_files(str(haproxy)),
                    RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT="33000", RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT="33500",
                    RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT="34000", RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT="34500")
         return env

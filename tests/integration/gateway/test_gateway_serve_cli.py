@@ -15,7 +15,7 @@ import pytest
 import yaml
 from gateway_support import gateway_config, wait_ready
 
-from gateway.serve.local import free_port
+from gateway.serve.local import free_port, haproxy_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 KDGATE = str(pathlib.Path(sys.executable).with_name("kdgate"))
@@ -30,23 +30,29 @@ def _env() -> dict[str, str]:
     env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
                RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
+    for name in haproxy_files():  # the session Serve's: kdgate serve makes its own
+        env.pop(name, None)
     return env
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "once, in a full-suite run on the loaded 2-core machine, kdgate serve did not exit within 30 s of "
-    "SIGINT (it passed in the other full run and alone: 5.1 s); cause not found yet"))
+    "in 2 of 3 full-suite runs on the loaded 2-core machine kdgate serve did not exit within 30 s of SIGINT "
+    "(alone, and with both cores busy: 6.1 s, 4 of 4). Since then the stop runs in a watcher thread woken "
+    "by the signal (not the possibly blocked main thread), the serve log goes to a file (not an unread "
+    "pipe) and HAProxy's files no longer share /tmp/haproxy-serve with the session's Serve; not yet "
+    "measured in full-suite runs, so still non-strict"))
 def test_sigint_stops_within_10_s_and_leaves_nothing(onnx_models, tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(gateway_config(onnx_models, tmp_path)))
     port = free_port()
-    proc = subprocess.Popen(_command(path, port), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    log = tmp_path / "serve.log"  # a file, not a pipe nobody reads while it runs
+    proc = subprocess.Popen(_command(path, port), env=_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         try:
             wait_ready(f"http://127.0.0.1:{port}", timeout_s=180, proc=proc)
         except RuntimeError as err:
-            raise AssertionError(proc.stdout.read().decode()[-3000:]) from err
+            raise AssertionError(log.read_text()[-3000:]) from err
         descendants = psutil.Process(proc.pid).children(recursive=True)
         names = sorted({p.name() for p in descendants})
         started = time.monotonic()
@@ -59,7 +65,7 @@ def test_sigint_stops_within_10_s_and_leaves_nothing(onnx_models, tmp_path):
     _, running = psutil.wait_procs(descendants, timeout=2)  # a killed process may take a moment to be reaped
     left = [f"{p.pid}" for p in running if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     print(f"kdgate serve stopped {stop_s:.1f} s after SIGINT; it had run {len(descendants)} processes ({names})")
-    assert stop_s <= 10.0, proc.stdout.read().decode()[-2000:]
+    assert stop_s <= 10.0, log.read_text()[-2000:]
     assert left == []
 
 
