@@ -91,9 +91,10 @@ def haproxy_files(base: str | None = None) -> dict[str, str]:
     Serve's defaults are fixed paths (``/tmp/haproxy-serve/...``) shared by every Serve on the
     machine, so a second Serve (``kdgate serve`` next to a test's, or a crashed run's leftovers)
     would reload or query the other's HAProxy. ``base``: a short new directory under /tmp by
-    default (unix socket paths stop at 108 bytes).
+    default: Serve puts each socket in a 56-character subdirectory of it, and HAProxy refuses a
+    socket path over 97 bytes (``/tmp/kdgate-haproxy-XXXXXXXX`` was one byte too long).
     """
-    base = base or tempfile.mkdtemp(prefix="kdgate-haproxy-")
+    base = base or tempfile.mkdtemp(prefix="kdh-", dir="/tmp")
     files = {"CONFIG_FILE_LOC": "haproxy.cfg", "SOCKET_PATH": "admin.sock", "SERVER_STATE_FILE": "server-state",
              "METRICS_SOCKET_PATH": "metrics.sock"}
     return {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,

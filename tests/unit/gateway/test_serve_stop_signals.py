@@ -48,3 +48,18 @@ def test_a_signal_stops_a_process_whose_main_thread_is_blocked(signum):
     assert f"kdgate: {signal.Signals(signum).name}, stopping" in output and "kdgate: stopped" in output, output
     assert stop_s < 10.0
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_haproxy_socket_paths_fit_haproxy_limit_under_serve_per_node_directory():
+    """Serve puts each HAProxy socket in a subdirectory named by the 56-hex-digit node id, and
+    HAProxy refuses a socket path over 97 bytes (a too-long prefix broke every Serve start)."""
+    from gateway.serve.local import haproxy_files
+
+    files = haproxy_files()
+    base = files["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
+    try:
+        for name in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"):
+            folder, file = os.path.split(files[name])
+            assert len(os.path.join(folder, "f" * 56, file)) <= 97, files[name]
+    finally:
+        os.rmdir(base)
