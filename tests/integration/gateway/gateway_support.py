@@ -77,13 +77,24 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
 
 
 def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:
-    """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``."""
+    """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``.
+
+    A dropped connection or a client timeout is a failed request like a non-200 answer: it is
+    counted in ``failures`` and the traffic goes on. (It used to end this worker silently: a
+    redeploy that dropped one request left the rollout with no traffic to observe.)
+    """
     rng = np.random.default_rng(1)
     with httpx.Client(timeout=20) as client:
         while not stop.is_set():
             body = {"instances": (rng.normal(size=(32, FEATURES)) + shift[0]).round(4).tolist()}
-            response = client.post(f"{url}/v1/models/mnist1d:predict", json=body,
-                                   headers={"x-user-id": f"user-{len(sent) % 50}"})
+            try:
+                response = client.post(f"{url}/v1/models/mnist1d:predict", json=body,
+                                       headers={"x-user-id": f"user-{len(sent) % 50}"})
+            except httpx.TransportError as err:
+                sent.append(shift[0])
+                failures.append((type(err).__name__, str(err)[:200]))
+                stop.wait(0.2)  # a refused connection fails at once: do not spin
+                continue
             sent.append(shift[0])
             if response.status_code != 200:
                 failures.append((response.status_code, response.text[:200]))
