@@ -79,6 +79,8 @@ class RolloutController:
         self._publish = publish  # records the split in the shared change log (raises -> retried next tick)
         self.reconciler = reconciler_from_config(config, set_weights=self._set_weights,
                                                  snapshot=self.snapshots.per_replica, **kwargs)
+        student = config.variant(config.rollout_student)
+        self._student = (student.name, student.version)
         self._phase: str | None = None
         self._stopped = False
         self._wake: asyncio.Event | None = None
@@ -90,8 +92,15 @@ class RolloutController:
         self._weights = wanted
 
     def sync(self, replica_id: str, snapshot: dict) -> dict[str, Any]:
-        """Take a replica's snapshot; answer the split it must route with (cheap, never blocks on a tick)."""
-        self.snapshots.report(replica_id, snapshot)
+        """Take a replica's snapshot; answer the split it must route with (cheap, never blocks on a tick).
+
+        A snapshot from a replica that runs another version of the rollout's student (one not yet
+        replaced by a redeploy, still shadowing the old model under the same name) is left out:
+        its rows would be counted as the new version's.
+        """
+        name, version = self._student
+        if snapshot.get("versions", {}).get(name, version) == version:
+            self.snapshots.report(replica_id, snapshot)
         return {"weights": dict(self._weights), "phase": self._phase}
 
     def tick(self) -> RolloutStatus:

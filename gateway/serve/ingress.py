@@ -96,7 +96,7 @@ class Gateway:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self._sync = RolloutSync(
             controller_caller(control), replica_id=self.replica, runtime=self.runtime,
-            snapshot=lambda: self._observers.stats.snapshot(), rollout=base_config.get("rollout") is not None,
+            snapshot=self._snapshot, rollout=base_config.get("rollout") is not None,
         )
         self.admin = AdminEndpoints(self.runtime, self._observers, self._sync,
                                     rollout=base_config.get("rollout") is not None)
@@ -151,6 +151,12 @@ class Gateway:
         if timing.deferred:
             response.background = BackgroundTask(_run_after_send, timing)  # starlette: after the body
         return response
+
+    def _snapshot(self) -> dict:
+        """Window stats plus the version of each variant they were measured on (the controller
+        leaves out a replica whose student is another version than the rollout's)."""
+        versions = {v.name: v.version for v in self.runtime.config.variants}
+        return {**self._observers.stats.snapshot(), "versions": versions}
 
     def _tagged(self, response: Response) -> Response:
         """Name the replica that answered and the change it serves (per-replica convergence is measurable)."""

@@ -54,6 +54,9 @@ def deploy(config: dict, *, name: str, prefix: str) -> None:
     serve.run(build_app({"config": config}), name=name, route_prefix=prefix)
 
 
+DEPLOY_TIMEOUT_S = 240
+
+
 def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None = None,
                  deployments: list[dict] | None = None) -> None:
     """Deploy like ``serve deploy FILE.yaml``: a declarative config the controller builds.
@@ -73,7 +76,12 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
         "name": name, "route_prefix": prefix, "import_path": "gateway.serve.app:build_app",
         "args": {"config": config}, "deployments": [gateway, *others],
     }])
-    _get_global_client().deploy_apps(schema, _blocking=True)
+    # Serve's own blocking deploy gives up after a fixed 60 s; on a loaded 2-core CI machine
+    # starting several replicas can take longer, so wait here with a longer bound.
+    client = _get_global_client()
+    client.deploy_apps(schema)
+    client._wait_for_application_running(name, timeout_s=DEPLOY_TIMEOUT_S)
+    client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
 def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:

@@ -305,3 +305,20 @@ def test_evidence_bundle_exports_the_capture_directory(tmp_path):
     assert bundle["kind"] == "abort" and bundle["disagreements"] == {"path": "disagreements.npz", "rows": 3}
     assert np.load(bundle_dir / "disagreements.npz")["x_unlabeled"].shape == (3, 3)
     assert bundle["config"]["model_name"] == "mnist1d"
+
+
+def test_the_controller_leaves_out_a_replica_running_another_version_of_the_student(tmp_path):
+    """Mid-redeploy, a replica not yet replaced still shadows the old model under the student's
+    name: its rows must not count for the new version's gates (seen: agreement 0.90 for a student
+    identical to the teacher, as the old corrupted version's rows were mixed in)."""
+    from gateway.core.stats import WindowStats
+    from gateway.rollout.controller import RolloutController
+
+    config = _gateway_config(tmp_path, interval_s=60, min_samples=50, gates={"input_drift": {"enabled": False}})
+    version = config.variant(config.rollout_student).version
+    controller = RolloutController(config, clock=FakeClock(0.0), notify=lambda payload: None)
+    snapshot = WindowStats(clock=FakeClock(0.0)).snapshot()
+    controller.sync("new", {**snapshot, "versions": {config.rollout_student: version}})
+    controller.sync("old", {**snapshot, "versions": {config.rollout_student: f"{version}-old"}})
+    controller.sync("unversioned", snapshot)   # a snapshot without versions (older replica code) counts
+    assert sorted(key.split("@")[0] for key in controller.snapshots.per_replica()) == ["new", "unversioned"]
