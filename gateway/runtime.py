@@ -255,12 +255,15 @@ class GatewayRuntime:
             if teacher not in answers and other == teacher:
                 return  # nothing to compare with: the candidate is not asked either
         rows = state.text.capture_rows(teacher, x) if isinstance(x, TextBatch) else x
+        # A config swapped in while this ran may name another model version under the same variant
+        # name (a redeploy): its gates must not count the old model's answers.
+        swapped = {n for n in answers if self._state.versions.get(n) != state.versions.get(n)}
         for student, s_out in answers.items():
-            if student != teacher:
+            if student != teacher and student not in swapped and teacher not in swapped:
                 comps = _compare(cfg, answers[teacher], s_out)
                 self._obs.comparison(teacher, student, comps, rows, answers[teacher], s_out, request_id)
         candidate = others[-1]
-        if primary != teacher and candidate != teacher and candidate in answers:
+        if primary != teacher and candidate != teacher and candidate in answers and not swapped:
             # The stable student and the candidate answered the same rows: compare them too.
             self._obs.stable_comparison(primary, candidate, _compare(cfg, y, answers[candidate]))
 
