@@ -35,12 +35,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "in 2 of 3 full-suite runs on the loaded 2-core machine kdgate serve did not exit within 30 s of SIGINT "
-    "(alone, and with both cores busy: 6.1 s, 4 of 4). Since then the stop runs in a watcher thread woken "
-    "by the signal (not the possibly blocked main thread), the serve log goes to a file (not an unread "
-    "pipe) and HAProxy's files no longer share /tmp/haproxy-serve with the session's Serve; not yet "
-    "measured in full-suite runs, so still non-strict"))
 def test_sigint_stops_within_10_s_and_leaves_nothing(onnx_models, tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(gateway_config(onnx_models, tmp_path)))

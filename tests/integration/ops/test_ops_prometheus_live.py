@@ -163,9 +163,6 @@ def _run_locust_into(summary: dict, url: str, out) -> None:
         summary["error"] = repr(err)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "flaky in full-suite runs on the 2-core machine: 3 of 4 full runs lacked data for a few panels "
-    "(cost, rollbacks, shadow drops) before Locust ended; passes when run alone; load lengthened, cause open"))
 def test_every_panel_and_alert_returns_data_from_a_real_prometheus(ops_gateway, prometheus, tmp_path):
     summary: dict = {}
     locust = threading.Thread(target=_run_locust_into, args=(summary, ops_gateway, tmp_path / "locust"))
