@@ -9,7 +9,7 @@ config differs from the last deployed one, so a restarted replica re-sending the
 
 :class:`SharedConfig` is the logic the controller's deployment runs over the store: an admin
 overlay merges into the latest config (validated, 422 when invalid), a rollout owns the
-weights, and the latest row is cached (replicas poll it every half second).
+weights, and every write merges into the latest row as the file holds it.
 
 Example::
 
@@ -54,46 +54,68 @@ class SplitStore:
                        " deployed TEXT, scope TEXT NOT NULL DEFAULT '')")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=5)
+    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; ``write`` takes the file's write lock before reading (BEGIN IMMEDIATE),
+        so a read-merge-append is atomic across processes (two control replicas during a redeploy)."""
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
         try:
-            with db:  # commit or roll back
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
                 yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         finally:
             db.close()
 
-    def record(self, config: dict[str, Any], *, source: str, actor: str,
-               deployed: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Append a change (it becomes the latest); returns its row."""
+    def update(self, make: Callable[[dict[str, Any] | None, dict[str, Any] | None], Any], *,
+               source: str, actor: str) -> dict[str, Any] | None:
+        """Append ``make(latest, last_deployed)`` as the newest change, in one write transaction.
+
+        ``make`` sees the latest row (None before any) and the config the last deploy sent (None
+        before any) as they are in the file now, never a cached copy, so a writer whose view is
+        old cannot undo a newer change. It returns the new config, or ``(config, deployed)`` for a
+        deploy, or None (nothing to record). Returns the new row, or None when nothing was recorded.
+        """
         if source not in SOURCES:
             raise ValueError(f"unknown change source {source!r} (one of {', '.join(SOURCES)})")
-        at = self._clock()
-        with self._connect() as db:
+        with self._connect(write=True) as db:
+            made = make(self._latest(db), self._last_deployed(db))
+            if made is None:
+                return None
+            config, deployed = made if isinstance(made, tuple) else (made, None)
+            at = self._clock()
             cur = db.execute("INSERT INTO changes (at, actor, source, config, deployed, scope) VALUES (?, ?, ?, ?, ?, ?)",
                              (at, actor, source, _dump(config), None if deployed is None else _dump(deployed),
                               self.scope))
-            seq = cur.lastrowid
-        return {"seq": seq, "at": at, "actor": actor, "source": source, "config": config}
+            return {"seq": cur.lastrowid, "at": at, "actor": actor, "source": source, "config": config}
 
-    def record_deploy(self, deployed: dict[str, Any], *, config: dict[str, Any] | None = None,
-                      actor: str = "serve-deploy") -> dict[str, Any] | None:
-        """Record a deploy (``config``, default ``deployed``) unless ``deployed`` equals the last one."""
-        with self._connect() as db:
-            row = db.execute("SELECT deployed FROM changes WHERE source = 'serve-deploy' AND scope = ? "
-                             "ORDER BY seq DESC LIMIT 1", (self.scope,)).fetchone()
-        if row is not None and json.loads(row[0]) == deployed:
-            return None  # a replica restart re-sent the same config: not a new change
-        return self.record(deployed if config is None else config, source="serve-deploy", actor=actor,
-                           deployed=deployed)
+    def record(self, config: dict[str, Any], *, source: str, actor: str) -> dict[str, Any]:
+        """Append a change (it becomes the latest); returns its row."""
+        return self.update(lambda _latest, _deployed: config, source=source, actor=actor)
+
+    def record_deploy(self, deployed: dict[str, Any], *, actor: str = "serve-deploy") -> dict[str, Any] | None:
+        """Record a deploy unless ``deployed`` equals the last one (then None)."""
+        return self.update(lambda _latest, last: None if last == deployed else (deployed, deployed),
+                           source="serve-deploy", actor=actor)
 
     def latest(self) -> dict[str, Any] | None:
         """The most recent change (None before any)."""
         with self._connect() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM changes WHERE scope = ? ORDER BY seq DESC LIMIT 1",
-                             (self.scope,)).fetchone()
+            return self._latest(db)
+
+    def _latest(self, db: sqlite3.Connection) -> dict[str, Any] | None:
+        row = db.execute(f"SELECT {_COLUMNS} FROM changes WHERE scope = ? ORDER BY seq DESC LIMIT 1",
+                         (self.scope,)).fetchone()
         if row is None:
             return None
         return {"seq": row[0], "at": row[1], "actor": row[2], "source": row[3], "config": json.loads(row[4])}
+
+    def _last_deployed(self, db: sqlite3.Connection) -> dict[str, Any] | None:
+        row = db.execute("SELECT deployed FROM changes WHERE source = 'serve-deploy' AND scope = ? "
+                         "ORDER BY seq DESC LIMIT 1", (self.scope,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
 
 def _dump(value: dict[str, Any]) -> str:
@@ -101,54 +123,68 @@ def _dump(value: dict[str, Any]) -> str:
 
 
 class SharedConfig:
-    """The change log as the controller's deployment runs it (thread-safe; latest row cached).
+    """The change log as the controller's deployment runs it (thread-safe).
 
     ``base`` is the config the application was built with (in force before any row);
     ``rollout_owns_weights``: with a rollout policy only the rollout changes the split.
+    Every write merges into the latest row as the file holds it (:meth:`SplitStore.update`):
+    during a redeploy the old and the new control replica both write here, and a copy cached by
+    one of them would let it undo the other's change (seen: a rollout step of the old
+    generation putting the previous deploy's models back). Reads are cached for ``max_age_s``.
     """
 
-    def __init__(self, store: SplitStore, base: Mapping[str, Any], *, rollout_owns_weights: bool = False):
+    def __init__(self, store: SplitStore, base: Mapping[str, Any], *, rollout_owns_weights: bool = False,
+                 max_age_s: float = 0.25, clock: Callable[[], float] = time.monotonic):
         self.store, self._base, self._rollout = store, dict(base), rollout_owns_weights
+        self._max_age_s, self._clock = max_age_s, clock
         self._lock = threading.Lock()  # the rollout's tick thread and admin calls both write
-        self._latest = store.latest()
+        self._remember(store.latest())
+
+    def _remember(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        self._latest, self._read_at = row, self._clock()
+        return row
 
     @property
     def latest(self) -> dict[str, Any] | None:
-        """The change in force (None before any)."""
-        return self._latest
+        """The change in force (None before any), at most ``max_age_s`` old."""
+        with self._lock:
+            if self._clock() - self._read_at > self._max_age_s:
+                self._remember(self.store.latest())
+            return self._latest
 
-    def _current(self) -> dict[str, Any]:
-        return self._latest["config"] if self._latest else self._base
+    def _write(self, make, *, source: str, actor: str) -> dict[str, Any] | None:
+        with self._lock:
+            self.store.update(make, source=source, actor=actor)
+            return self._remember(self.store.latest())
 
     def change(self, overlay: dict[str, Any], *, source: str, actor: str) -> dict[str, Any]:
         """Merge ``overlay`` into the config in force and record it (422 invalid, 409 rollout's split)."""
-        with self._lock:
-            if self._rollout and "weights" in (overlay.get("routing") or {}):
-                raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
-            config = _validated(merge_overlay(self._current(), overlay))
-            self._latest = self.store.record(config, source=source, actor=actor)
-            return self._latest
+        if self._rollout and "weights" in (overlay.get("routing") or {}):
+            raise BadRequest("a rollout controls the split: use POST /admin/rollout/{command}", status=409)
+        return self._write(lambda latest, _: _validated(merge_overlay(self._config(latest), overlay)),
+                           source=source, actor=actor)
 
     def set_weights(self, weights: Mapping[str, float], *, actor: str = "rollout-controller") -> dict[str, Any]:
         """The rollout's split (recorded only when it differs from the split in force)."""
-        with self._lock:
-            current = self._current()
-            if _weights(current) == _weights({"routing": {"weights": dict(weights)}}) and self._latest:
-                return self._latest
-            config = _validated(merge_overlay(current, {"routing": {"weights": dict(weights)}}))
-            self._latest = self.store.record(config, source="rollout", actor=actor)
-            return self._latest
+        def make(latest, _deployed):
+            current = self._config(latest)
+            if latest is not None and _weights(current) == _weights({"routing": {"weights": dict(weights)}}):
+                return None
+            return _validated(merge_overlay(current, {"routing": {"weights": dict(weights)}}))
+        return self._write(make, source="rollout", actor=actor)
 
     def deploy(self, deployed: dict[str, Any], *, actor: str = "serve-deploy") -> dict[str, Any] | None:
         """A replica reports its deployed config; an unchanged one is no new change. Returns the latest."""
-        with self._lock:
-            config = deployed
-            if self._rollout and self._latest is not None:
-                config = _keep_weights(deployed, _weights(self._latest["config"]))
-            row = self.store.record_deploy(deployed, config=config, actor=actor)
-            if row is not None:
-                self._latest = row
-            return self._latest
+        def make(latest, last_deployed):
+            if last_deployed == deployed:
+                return None  # a replica restart re-sent the same config: not a new change
+            if self._rollout and latest is not None:
+                return _keep_weights(deployed, _weights(latest["config"])), deployed
+            return deployed, deployed
+        return self._write(make, source="serve-deploy", actor=actor)
+
+    def _config(self, latest: dict[str, Any] | None) -> dict[str, Any]:
+        return latest["config"] if latest else self._base
 
 
 def _weights(config: Mapping[str, Any]) -> dict[str, float]:

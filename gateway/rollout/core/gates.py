@@ -165,7 +165,8 @@ def output_drift_gate(obs: Observations, gate: OutputDriftGate, min_samples: int
     value = psi(teacher, student)
     stat, p_value = chi_square_two_sample(student, teacher)
     ok = value <= gate.max_psi or p_value >= gate.alpha
-    detail = f"class PSI {value:.4f}, chi-square {stat:.1f} (p={p_value:.3g}, alpha {gate.alpha:g})"
+    detail = (f"class PSI {value:.4f}, chi-square {stat:.1f} (p={p_value:.3g}, alpha {gate.alpha:g}); "
+              f"predicted classes {obs.student} {student} vs {obs.teacher} {teacher}")
     return _judge("output_drift", value, gate.max_psi, ok, detail)
 
 

@@ -79,7 +79,10 @@ def prometheus(serve_instance, tmp_path_factory):
     target = serve_instance["metrics_url"].split("/")[2]
     (work / "rules.yaml").write_text(yaml.safe_dump(rules_file(LIVE, interval="1s"), sort_keys=False))
     (work / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        # Rules every second; scrapes every 3 s with a 3 s timeout: late in a full test run the
+        # session's Ray export port holds every app's series and one scrape took over 1 s (the
+        # timeout a 1 s interval implies), so the target never came up.
+        "global": {"scrape_interval": "3s", "scrape_timeout": "3s", "evaluation_interval": "1s"},
         "rule_files": [str(work / "rules.yaml")],
         "scrape_configs": [{"job_name": "kdgate", "static_configs": [{"targets": [target]}]}],
     }))
@@ -96,7 +99,7 @@ def prometheus(serve_instance, tmp_path_factory):
         proc.wait(timeout=20)
 
 
-def _wait_for_first_scrape(url: str, proc: subprocess.Popen, log, timeout_s: float = 60.0) -> None:
+def _wait_for_first_scrape(url: str, proc: subprocess.Popen, log, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -106,7 +109,18 @@ def _wait_for_first_scrape(url: str, proc: subprocess.Popen, log, timeout_s: flo
         except (httpx.HTTPError, ValueError, KeyError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"prometheus did not scrape the gateway's metrics port within {timeout_s:.0f} s:\n{log.read_text()[-2000:]}")
+    pytest.fail(f"prometheus did not scrape the gateway's metrics port within {timeout_s:.0f} s: "
+                f"{_target_health(url)}\n{log.read_text()[-2000:]}")
+
+
+def _target_health(url: str) -> str:
+    """The scrape target's health, last error and last scrape duration, as Prometheus reports them."""
+    try:
+        targets = httpx.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+    except (httpx.HTTPError, ValueError, KeyError) as err:
+        return f"targets unreadable ({err!r})"
+    return "; ".join(f"{t.get('scrapeUrl')}: {t.get('health')}, last error {t.get('lastError')!r}, "
+                     f"last scrape {t.get('lastScrapeDuration')} s" for t in targets) or "no targets"
 
 
 def query(prometheus: str, promql: str) -> list[dict]:

@@ -94,3 +94,26 @@ def test_under_a_rollout_only_the_rollout_moves_the_split(store):
     assert deployed["source"] == "serve-deploy" and split(deployed) == {"teacher": 100.0}
     shared.set_weights({"teacher": 90, "student": 10})
     assert shared.deploy(W(0, 100))["source"] == "rollout"   # same file again: nothing new
+
+
+def test_a_control_replica_with_an_old_view_cannot_undo_a_newer_deploy(store):
+    # During a redeploy the old and the new control replica both write the same file.
+    old_host = SharedConfig(store, BASE, rollout_owns_weights=True)
+    old_host.deploy(BASE)
+    new_files = merge_overlay(BASE, {"variants": [{**BASE["variants"][0]},
+                                                  {**BASE["variants"][1], "model_path": "student-v2.onnx"}]})
+    new_host = SharedConfig(SplitStore(store.path), new_files, rollout_owns_weights=True)
+    new_host.deploy(new_files)
+    row = old_host.set_weights({"teacher": 100, "student": 0})   # the old generation's last step
+    assert split(row) == {"teacher": 100.0, "student": 0.0}
+    assert row["config"]["variants"][1]["model_path"] == "student-v2.onnx"   # the new deploy stays
+
+
+def test_reads_follow_another_writer_within_the_cache_age(store):
+    now = [0.0]
+    reader = SharedConfig(store, BASE, max_age_s=0.25, clock=lambda: now[0])
+    writer = SharedConfig(SplitStore(store.path), BASE)
+    row = writer.change({"shadow": {"fraction": 0.5}}, source="admin-api", actor="ops")
+    assert reader.latest is None          # cached for up to 0.25 s
+    now[0] = 0.3
+    assert reader.latest == row
