@@ -84,16 +84,17 @@ class Observers:
             log.exception("audit log write failed")
 
     def request(self, variant: str, route: str, seconds: float, *, ok: bool, rows: int,
-                x: np.ndarray | None = None, y: np.ndarray | None = None) -> None:
-        """One model call (primary or shadow)."""
+                x: np.ndarray | None = None, y: np.ndarray | None = None, windowed: bool = True) -> None:
+        """One model call (primary or shadow); ``windowed=False``: a replaced model version's call,
+        kept out of the window stats the rollout's gates read (metrics and cost still count it)."""
         if self.metrics:
             self.metrics.observe_request(variant, route, seconds, status="ok" if ok else "error", rows=rows)
-        for stats in (self.stats, self._cost_window):
+        for stats in (self.stats if windowed else None, self._cost_window):
             if stats is not None:
                 stats.record_request(variant, route, seconds, ok, rows)
                 if ok:
                     stats.record_busy(variant, seconds)
-        if ok and y is not None and self.stats is not None:
+        if ok and windowed and y is not None and self.stats is not None:
             self._record_io(variant, route, x, y)
         self._maybe_publish_cost()
 
@@ -118,7 +119,7 @@ class Observers:
             self.stats.record_fallback(variant)
 
     def shadow_drop(self, variant: str, reason: str) -> None:
-        """Shadow work not done (queue_full, timeout, error)."""
+        """Shadow work not done (queue_full, timeout, error, superseded)."""
         if self.metrics:
             self.metrics.shadow_drop(variant, reason)
         if self.stats is not None:

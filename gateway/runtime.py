@@ -204,8 +204,16 @@ class GatewayRuntime:
         seconds = time.perf_counter() - start
         if route == "primary":
             add_model_time(name, seconds)
-        self._obs.request(name, route, seconds, ok=True, rows=len(x), x=x, y=y)
+        # A redeploy swapped in another model under this name while the call ran: its answer goes
+        # back to the caller but not into the window the new version's gates read.
+        self._obs.request(name, route, seconds, ok=True, rows=len(x), x=x, y=y,
+                          windowed=not self._superseded(state, name))
         return y
+
+    def _superseded(self, state: _State, *names: str) -> bool:
+        """True when the config in force names another model version for one of ``names``."""
+        current = self._state
+        return current is not state and any(current.versions.get(n) != state.versions.get(n) for n in names)
 
     # ----- shadow ----------------------------------------------------------------------
     def _maybe_shadow(self, state: _State, primary: str, x: np.ndarray, y: np.ndarray, request_id: str) -> None:
@@ -245,6 +253,11 @@ class GatewayRuntime:
                           request_id: str) -> None:
         cfg = state.config
         teacher, answers = cfg.teacher.name, {primary: y}
+        if self._superseded(state, primary, *others):
+            # Queued under a config whose models a redeploy has replaced since: under load the
+            # queue held thousands of the old version's rows, counted as the new one's outputs.
+            self._obs.shadow_drop(others[-1], "superseded")
+            return
         for other in others:
             try:
                 answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=cfg.shadow.timeout_s)
@@ -257,7 +270,7 @@ class GatewayRuntime:
         rows = state.text.capture_rows(teacher, x) if isinstance(x, TextBatch) else x
         # A config swapped in while this ran may name another model version under the same variant
         # name (a redeploy): its gates must not count the old model's answers.
-        swapped = {n for n in answers if self._state.versions.get(n) != state.versions.get(n)}
+        swapped = {n for n in answers if self._superseded(state, n)}
         for student, s_out in answers.items():
             if student != teacher and student not in swapped and teacher not in swapped:
                 comps = _compare(cfg, answers[teacher], s_out)

@@ -88,7 +88,7 @@ class GatewayMetrics:
         )
         self.shadow_dropped = Counter(
             "kdgate_shadow_dropped_total",
-            description="Shadow work dropped, by reason (queue_full|timeout|error).",
+            description="Shadow work dropped, by reason (queue_full|timeout|error|superseded: queued before a redeploy replaced the model).",
             tag_keys=("variant", "model", "reason"),
         )
         self.fallbacks = Counter(

@@ -84,3 +84,37 @@ def test_a_full_shadow_queue_drops_work_without_slowing_the_caller(onnx_models, 
     drops = runtime._obs.stats.snapshot()["variants"]["teacher"]["shadow_drops"]
     # 2 shadow workers take one job each, 2 more wait in the queue: the other 6 are dropped.
     assert drops == 6
+
+
+def test_a_redeployed_version_s_window_holds_none_of_the_old_version_s_answers(onnx_models, tmp_path):
+    # The student answers in shadow, slowly; a config naming a new student version is swapped in
+    # while its shadow work is queued and in flight.
+    config = gateway_config(onnx_models, tmp_path)
+    config["variants"][1].update(colocated=False, version="s-1")
+    config["routing"]["weights"] = {"teacher": 100, "student": 0}
+    config["shadow"] = {"fraction": 1.0, "queue_size": 64}
+    callers = {"teacher": _onnx_caller(onnx_models["teacher"]),
+               "student": _onnx_caller(onnx_models["student"], delay_s=0.2)}
+    runtime = GatewayRuntime(remote_callers=callers, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+    redeployed = json.loads(json.dumps(config))
+    redeployed["variants"][1]["version"] = "s-2"
+    x = onnx_models["x"][:32]
+
+    async def scenario():
+        for _ in range(6):
+            await runtime.answer(x, {})
+        await asyncio.sleep(0.05)     # two shadow calls in flight, four queued
+        runtime.apply(redeployed, actor="serve-deploy")
+        await asyncio.sleep(1.0)      # the old version's shadow work drains
+        before = json.loads(json.dumps(runtime._obs.stats.snapshot()))
+        for _ in range(3):
+            await runtime.answer(x, {})
+        await asyncio.sleep(1.0)
+        return before, runtime._obs.stats.snapshot()
+
+    before, after = asyncio.run(scenario())
+    assert sum(before["variants"].get("student", {}).get("class_counts", [])) == 0, before["variants"]
+    assert sum(after["variants"]["student"]["class_counts"]) == 3 * 32
+    assert after["comparisons"]["teacher"]["student"]["compared"] == 3 * 32
+    assert after["variants"]["student"]["shadow_drops"] >= 4     # the queued jobs: superseded
