@@ -2,16 +2,36 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import sys
 import time
 
 import httpx
 import numpy as np
 
+from gateway.serve.local import free_port, haproxy_files
 from gateway.serve.local import wait_ready  # noqa: F401 -- re-exported for the tests
 
 FEATURES = 40
 ADMIN_TOKEN = "gateway-admin-token"  # what app_factory's token file holds
+KDGATE = str(pathlib.Path(sys.executable).with_name("kdgate"))
+
+
+def serve_command(config_path, port: int) -> list[str]:
+    """``kdgate serve CONFIG`` on ``port`` with free metrics ports and 2 CPUs (its own local Ray)."""
+    return [KDGATE, "serve", str(config_path), "--port", str(port), "--metrics-port", str(free_port()), "--num-cpus", "2"]
+
+
+def serve_env() -> dict[str, str]:
+    """This process's environment for a ``kdgate serve`` subprocess beside the session's Serve."""
+    env = dict(os.environ)
+    env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+               RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    for name in haproxy_files():  # the session Serve's: kdgate serve makes its own
+        env.pop(name, None)
+    return env
 
 
 def onnx_reference(path: str, x: np.ndarray) -> np.ndarray:

@@ -3,36 +3,19 @@ running; a taken port is named with its holder before Ray starts."""
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 import yaml
-from gateway_support import gateway_config, wait_ready
+from gateway_support import gateway_config, serve_command, serve_env, wait_ready
 
-from gateway.serve.local import free_port, haproxy_files
+from gateway.serve.local import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-KDGATE = str(pathlib.Path(sys.executable).with_name("kdgate"))
-
-
-def _command(config_path, port: int) -> list[str]:
-    return [KDGATE, "serve", str(config_path), "--port", str(port), "--metrics-port", str(free_port()), "--num-cpus", "2"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
-               RAY_AUTH_MODE="disabled")
-    env.pop("RAY_ADDRESS", None)
-    for name in haproxy_files():  # the session Serve's: kdgate serve makes its own
-        env.pop(name, None)
-    return env
 
 
 def test_sigint_stops_within_10_s_and_leaves_nothing(onnx_models, tmp_path):
@@ -40,8 +23,8 @@ def test_sigint_stops_within_10_s_and_leaves_nothing(onnx_models, tmp_path):
     path.write_text(yaml.safe_dump(gateway_config(onnx_models, tmp_path)))
     port = free_port()
     log = tmp_path / "serve.log"  # a file, not a pipe nobody reads while it runs
-    proc = subprocess.Popen(_command(path, port), env=_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(serve_command(path, port), env=serve_env(), stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
             wait_ready(f"http://127.0.0.1:{port}", timeout_s=180, proc=proc)
@@ -71,7 +54,7 @@ def test_a_taken_port_is_named_with_its_holder_before_ray_starts(onnx_models, tm
         holder.listen()
         port = holder.getsockname()[1]
         started = time.monotonic()
-        result = subprocess.run(_command(path, port), env=_env(), capture_output=True, text=True, timeout=60)
+        result = subprocess.run(serve_command(path, port), env=serve_env(), capture_output=True, text=True, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2
     assert f"port {port} (--port) is in use by" in lines[-1] and f"pid {os.getpid()}" in lines[-1], result.stderr
