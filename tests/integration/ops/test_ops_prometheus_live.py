@@ -2,7 +2,7 @@
 
 Debian's ``prometheus`` runs on loopback (free port, temporary data dir, 1 s scrape and
 rule evaluation) and scrapes the session's Ray metrics export port. The gateway app is
-built to exercise every signal: a remote student with a 1 ms timeout (fallbacks), a
+built to exercise every signal: a remote student with a 1 us timeout (fallbacks), a
 one-slot shadow queue under full shadowing (drops), a random student that disagrees with
 the teacher (low agreement), and a rollout starting at 10 % whose gates fail (a real
 automated rollback). Locust (a subprocess running loadtests/locustfile.py) drives V1 and
@@ -18,9 +18,10 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 import yaml
-from gateway_support import deploy, gateway_config, wait_ready
+from gateway_support import FEATURES, deploy, gateway_config, wait_ready
 from run_loadtest import run_locust, verdict
 
 from gateway.serve.local import free_port
@@ -46,9 +47,12 @@ def _ops_gateway_config(models: dict, tmp) -> dict:
     token_file.write_text(TOKEN)
     config = gateway_config(models, tmp, admin={"token_file": str(token_file)})
     config["variants"][0]["usd_per_hour"] = 0.40
-    # Remote with a 1 ms timeout: a Serve handle hop takes longer here, so most calls fall back
-    # (5 ms was not enough once the hop got faster: no fallbacks, the alert had no data).
-    config["variants"][1].update(colocated=False, timeout_s=0.001, usd_per_hour=0.10)
+    # Remote with a 1 us timeout: no Serve handle hop is that fast, so every call falls back
+    # (5 ms, then 1 ms, stopped producing fallbacks on a quiet machine once the hop got faster:
+    # the alert had no data).
+    config["variants"][1].update(colocated=False, timeout_s=1e-6, usd_per_hour=0.10)
+    # QA requests forced to the student (below) keep it falling back after the rollback too.
+    config["routing"]["allow_force"] = True
     config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0, "queue_size": 1, "timeout_s": 2.0}
     config["rollout"] = {
         "steps": [10, 50, 100], "interval_s": 4.0, "min_samples": 30, "failure_threshold": 2, "deadline_s": 120,
@@ -170,6 +174,24 @@ def _format(result: list[dict]) -> str:
     return "; ".join(shown) or "(no data)"
 
 
+def _forced_student_requests(url: str, stop: threading.Event, sent: list) -> None:
+    """A few requests a second forced to the student, from start to end.
+
+    Prometheus rates need a counter to rise between scrapes: without these, every fallback
+    happened in the seconds before the rollback (the student then gets no traffic), the
+    fallback counter was first scraped after them, and the fallback alert's rate stayed 0/0.
+    """
+    body = {"instances": np.random.default_rng(0).normal(size=(4, FEATURES)).round(4).tolist()}
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            try:
+                sent.append(client.post(f"{url}/v1/models/mnist1d:predict", json=body,
+                                        headers={"x-kdgate-force-variant": "student"}).status_code)
+            except httpx.HTTPError as err:
+                sent.append(repr(err))
+            stop.wait(0.2)
+
+
 def _run_locust_into(summary: dict, url: str, out) -> None:
     try:
         summary.update(run_locust(url, out, **LOAD))
@@ -180,15 +202,21 @@ def _run_locust_into(summary: dict, url: str, out) -> None:
 def test_every_panel_and_alert_returns_data_from_a_real_prometheus(ops_gateway, prometheus, tmp_path):
     summary: dict = {}
     locust = threading.Thread(target=_run_locust_into, args=(summary, ops_gateway, tmp_path / "locust"))
+    stop, forced = threading.Event(), []
+    qa = threading.Thread(target=_forced_student_requests, args=(ops_gateway, stop, forced))
     locust.start()
+    qa.start()
     try:
         results = _wait_for_data(prometheus, ops_gateway, locust)
     finally:
         locust.join(timeout=LOAD["steps"] * LOAD["step_seconds"] + 120)
+        stop.set()
+        qa.join()
     for label, result in results.items():
         print(f"{label}: {_format(result)}")
     print("rollout:", _admin(ops_gateway).get("status", {}).get("reason"))
     assert "error" not in summary and verdict(summary) is None, summary.get("error") or verdict(summary)
+    assert forced and set(forced) == {200}, f"forced student requests: {sorted(set(map(str, forced)))}"
     missing = [label for label, result in results.items() if not has_data(result)]
     assert not missing, f"no data for: {missing}"
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"][0]["rules"]
