@@ -17,7 +17,8 @@ every 100 requests, throughput rounds alternate too, so machine noise hits all a
   Runtime floor; the gateway's overhead in microseconds over the bare app.
 
 Targets (issue: request path): student p50 <= 1.05x bare and max rps >= 0.95x bare;
-teacher in its own deployment p50 <= 1.2x the bare hop app; shadow 10 % p99 <= 1.05x
+colocated teacher (``gw-colo``: ONNX Runtime in the Gateway replica, in a thread of its own)
+p50 <= 1.15x bare and max rps >= 0.9x bare; teacher in its own deployment p50 <= 1.2x the bare hop app; shadow 10 % p99 <= 1.05x
 shadow 0 %; batching costs no p50 at concurrency 1 (<= 1.05x off) and gains >= 2x at
 c = 32. Ratios are printed with "met" / "NOT met"; ``--out`` writes everything as JSON.
 
@@ -51,6 +52,8 @@ TARGETS = (
     ("student-path p50 / bare", "student_p50_vs_bare", 1.05, "le"),
     ("student-path max rps / bare", "student_rps_vs_bare", 0.95, "ge"),
     ("teacher-path p50 / bare hop app", "teacher_p50_vs_bare_hop", 1.2, "le"),
+    ("colocated teacher p50 / bare", "teacher_colocated_p50_vs_bare", 1.15, "le"),
+    ("colocated teacher max rps / bare", "teacher_colocated_rps_vs_bare", 0.9, "ge"),
     ("p99 shadow 10 % / shadow 0 %", "shadow10_p99_vs_shadow0", 1.05, "le"),
     ("teacher p50 c=1 batching on / off", "batching_p50_on_vs_off", 1.05, "le"),
     ("teacher rps batching on / off (c=32)", "batching_rps_on_vs_off", 2.0, "ge"),
@@ -94,7 +97,7 @@ def _gateway_config(student: str, teacher: str, tmp: pathlib.Path, *, batching: 
 
 
 def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
-    """bare-student, bare-teacher, gw (batching on) and gw-nobatch apps."""
+    """bare-student, bare-teacher, gw (batching on), gw-nobatch and gw-colo (colocated teacher) apps."""
     from ray import serve
     from starlette.requests import Request
 
@@ -122,6 +125,10 @@ def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
     nobatch = _gateway_config(student, teacher, tmp, batching=False)
     nobatch["routing"]["weights"] = PATHS["teacher"]
     serve.run(build_app({"config": nobatch}), name="gw-nobatch", route_prefix="/gw-nobatch")
+    colocated = _gateway_config(student, teacher, tmp, batching=False)
+    colocated["variants"][0]["colocated"] = True   # ONNX Runtime in the Gateway replica, its own thread
+    colocated["routing"]["weights"] = PATHS["teacher"]
+    serve.run(build_app({"config": colocated}), name="gw-colo", route_prefix="/gw-colo")
 
 
 class Bench:
@@ -137,11 +144,13 @@ class Bench:
         self.urls = {"bare_student": f"{base}/bare-student", "bare_teacher": f"{base}/bare-teacher",
                      "gateway_student": f"{base}/gw{predict}", "gateway_teacher": f"{base}/gw{predict}",
                      "gateway_teacher_nobatch": f"{base}/gw-nobatch{predict}",
+                     "gateway_teacher_colocated": f"{base}/gw-colo{predict}",
                      "bare_hop_teacher": f"{base}/bare-hop-teacher", **(peers.urls if peers else {})}
 
     def use(self, side: str) -> str:
         """The URL of ``side``, after switching the gw app's split when the side needs it."""
-        path = side.split("_")[1] if side.startswith("gateway_") and side != "gateway_teacher_nobatch" else None
+        fixed = ("gateway_teacher_nobatch", "gateway_teacher_colocated")   # apps of their own, split fixed
+        path = side.split("_")[1] if side.startswith("gateway_") and side not in fixed else None
         if path is not None and path != self.split:
             self.admin.put(f"{self.base}/gw/admin/split", json={"weights": PATHS[path]}).raise_for_status()
             self.split = path
@@ -205,7 +214,8 @@ def _alternate(bench: Bench, sides: list[str], chunks: int, lat: dict) -> None:
 
 def measure(bench: Bench, args) -> dict:
     """Every measurement, sides interleaved; returns the raw summaries per side."""
-    paths = ["bare_student", "gateway_student", "bare_teacher", "gateway_teacher", "bare_hop_teacher",
+    paths = ["bare_student", "gateway_student", "bare_teacher", "gateway_teacher", "gateway_teacher_colocated",
+             "bare_hop_teacher",
              *(p for p in PEERS if p in bench.urls)]
     for side in paths + ["gateway_teacher_nobatch"]:
         bench.latencies(bench.use(side), 100, bench.bodies.get(side))  # warm up every path
@@ -248,6 +258,8 @@ def ratios(result: dict) -> dict:
         "teacher_nobatch_p50_vs_bare": div("gateway_teacher_nobatch", "bare_teacher"),
         "student_rps_vs_bare": div("gateway_student", "bare_student", "max_rps"),
         "teacher_rps_vs_bare": div("gateway_teacher", "bare_teacher", "max_rps"),
+        "teacher_colocated_p50_vs_bare": div("gateway_teacher_colocated", "bare_teacher"),
+        "teacher_colocated_rps_vs_bare": div("gateway_teacher_colocated", "bare_teacher", "max_rps"),
         "shadow10_p99_vs_shadow0": div("shadow_10", "shadow_0", "p99_ms"),
         "shadow10_p50_vs_shadow0": div("shadow_10", "shadow_0"),
         "batching_rps_on_vs_off": div("gateway_teacher_c32", "gateway_teacher_nobatch_c32", "max_rps"),

@@ -82,7 +82,12 @@ class VariantConfig(_Strict):
         None, description="manifest.json written by `kdgate distill` (drift reference), a path or a URI; "
                           "for a URI model_path, default: the manifest.json beside it.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when a GPU is present.")
-    colocated: bool = Field(False, description="Serve this onnx student in-process in the ingress replica (no hop).")
+    colocated: bool = Field(
+        False, description="Serve this onnx model in-process in the ingress replica (no hop): a student runs "
+                           "inline (microseconds), a teacher in a thread of its own, so it never blocks the "
+                           "proxy path. For CPU deployments; a GPU teacher keeps its own deployment.")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of a colocated model "
+                                                     "(its CPU budget inside the ingress replica).")
     triton: TritonTarget | None = Field(None, description="Triton target; required when backend is triton.")
     timeout_s: float = Field(1.0, gt=0, description="A slower answer counts as a failure (student: fall back).")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching options.")
@@ -96,8 +101,11 @@ class VariantConfig(_Strict):
             problems.append(("model_path", f"required when backend is {self.backend}"))
         if self.backend == "triton" and self.triton is None:
             problems.append(("triton", "required when backend is triton (url, model_name)"))
-        if self.colocated and (self.backend != "onnx" or self.role != "student"):
-            problems.append(("colocated", "only an onnx student can run in the ingress replica"))
+        if self.colocated and self.backend != "onnx":
+            problems.append(("colocated", "only an onnx model can run in the ingress replica"))
+        if self.colocated and self.batching.enabled:
+            problems.append(("batching", "a colocated model answers each request in the ingress replica; "
+                                         "dynamic batching needs its own deployment (colocated: false)"))
         _raise_field_problems(problems)
         return self
 

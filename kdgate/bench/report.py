@@ -78,6 +78,7 @@ PEER_SIDES = (
     ("gateway_student", "student: kdgate gateway"),
     ("triton_student", "student: Triton server (pytriton, Python backend), V2 HTTP"),
     ("bare_teacher", "teacher: bare one-deployment Ray Serve app"),
+    ("gateway_teacher_colocated", "teacher: kdgate gateway, colocated (ONNX Runtime in the Gateway replica)"),
     ("bare_hop_teacher", "teacher: bare two-deployment Ray Serve app (the same hop)"),
     ("gateway_teacher_nobatch", "teacher: kdgate gateway, batching off"),
     ("gateway_teacher", "teacher: kdgate gateway, batching on"),

@@ -118,3 +118,27 @@ def test_a_redeployed_version_s_window_holds_none_of_the_old_version_s_answers(o
     assert sum(after["variants"]["student"]["class_counts"]) == 3 * 32
     assert after["comparisons"]["teacher"]["student"]["compared"] == 3 * 32
     assert after["variants"]["student"]["shadow_drops"] >= 4     # the queued jobs: superseded
+
+
+def test_a_colocated_teacher_answers_in_its_own_thread_and_catches_a_failing_student(onnx_models, tmp_path):
+    config = gateway_config(onnx_models, tmp_path)
+    config["variants"][0].update(colocated=True, threads=1, batching={"enabled": False})
+    config["variants"][1].update(colocated=False, timeout_s=0.05)
+    config["routing"]["weights"] = {"teacher": 50, "student": 50}
+    async def failing_student(x):
+        raise RuntimeError("student replica died")
+
+    runtime = GatewayRuntime(remote_callers={"student": failing_student}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")   # no teacher deployment: the teacher is in this process
+    x = onnx_models["x"][:8]
+    answers = asyncio.run(_answers(runtime, x, 20))
+    assert {a.variant for a in answers} == {"teacher"}          # the student's half fell back
+    assert any(a.fallback for a in answers) and any(not a.fallback for a in answers)
+    for a in answers:
+        np.testing.assert_allclose(a.y, onnx_reference(onnx_models["teacher"], x), rtol=1e-5, atol=1e-6)
+    assert runtime._teacher_thread._threads and all(
+        t.name.startswith("kdgate-teacher") for t in runtime._teacher_thread._threads)
+
+
+async def _answers(runtime, x, n):
+    return [await runtime.answer(x, {}) for _ in range(n)]

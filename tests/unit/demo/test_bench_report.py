@@ -24,6 +24,7 @@ def _side(p50, p99, rps=None):
 def _gateway_result(bg) -> dict:
     result = {"bare_student": _side(1.0, 2.0, 400), "gateway_student": _side(0.9, 2.2, 380),
               "bare_teacher": _side(1.2, 3.0, 300), "gateway_teacher": _side(4.0, 9.0, 150),
+              "gateway_teacher_colocated": _side(1.3, 3.1, 280),
               "gateway_teacher_nobatch": _side(3.0, 8.0), "shadow_0": _side(1.0, 2.0), "shadow_10": _side(1.0, 2.05),
               "gateway_teacher_c32": _side(None, None, 200), "gateway_teacher_nobatch_c32": _side(None, None, 100),
               "bare_hop_teacher": _side(3.5, 8.0, 200), "asgi_student": _side(0.5, 1.0, 900),
@@ -39,6 +40,7 @@ def test_verdicts_compare_each_ratio_with_its_target():
     result = _gateway_result(bg)
     verdict = {t["key"]: t["met"] for t in result["targets"]}
     assert verdict == {"student_p50_vs_bare": True, "student_rps_vs_bare": True, "teacher_p50_vs_bare_hop": True,
+                       "teacher_colocated_p50_vs_bare": True, "teacher_colocated_rps_vs_bare": True,
                        "shadow10_p99_vs_shadow0": True, "batching_p50_on_vs_off": False,
                        "batching_rps_on_vs_off": True}
     assert round(result["ratios"]["student_overhead_us"]) == -100  # 0.9 ms gateway vs 1.0 ms bare

@@ -100,9 +100,14 @@ def test_backend_targets_are_required():
     assert load_gateway_config(triton_ok).teacher.triton.protocol == "grpc"
 
 
-def test_only_onnx_students_colocate():
-    data = _with(**{"variants.0.colocated": True})
-    assert "variants.0.colocated: only an onnx student" in _problems(data)
+def test_an_onnx_teacher_colocates_without_batching_and_a_triton_one_does_not():
+    teacher = load_gateway_config(_with(**{"variants.0.colocated": True, "variants.0.threads": 2})).teacher
+    assert teacher.colocated and teacher.threads == 2
+    batching = _with(**{"variants.0.colocated": True, "variants.0.batching": {"enabled": True}})
+    assert "variants.0.batching: a colocated model answers each request" in _problems(batching)
+    triton = _with(**{"variants.0": {"name": "teacher", "role": "teacher", "backend": "triton", "colocated": True,
+                                     "triton": {"url": "127.0.0.1:8001", "model_name": "kdgate-teacher"}}})
+    assert "variants.0.colocated: only an onnx model" in _problems(triton)
 
 
 @pytest.mark.parametrize(
