@@ -104,6 +104,16 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
     client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
+def post_predict(client: httpx.Client, url: str, body: dict, headers: dict | None = None) -> tuple[int | str, str]:
+    """One V1 prediction: (status, start of the body), or (the error's name, its text) when the
+    connection dropped or timed out -- a failed request for the load loops, never their end."""
+    try:
+        response = client.post(f"{url}/v1/models/mnist1d:predict", json=body, headers=headers)
+        return response.status_code, response.text[:160]
+    except httpx.HTTPError as err:
+        return type(err).__name__, str(err)[:160]
+
+
 def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:
     """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``.
 
@@ -115,17 +125,12 @@ def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: lis
     with httpx.Client(timeout=20) as client:
         while not stop.is_set():
             body = {"instances": (rng.normal(size=(32, FEATURES)) + shift[0]).round(4).tolist()}
-            try:
-                response = client.post(f"{url}/v1/models/mnist1d:predict", json=body,
-                                       headers={"x-user-id": f"user-{len(sent) % 50}"})
-            except httpx.TransportError as err:
-                sent.append(shift[0])
-                failures.append((type(err).__name__, str(err)[:200]))
-                stop.wait(0.2)  # a refused connection fails at once: do not spin
-                continue
+            status, text = post_predict(client, url, body, headers={"x-user-id": f"user-{len(sent) % 50}"})
             sent.append(shift[0])
-            if response.status_code != 200:
-                failures.append((response.status_code, response.text[:200]))
+            if status != 200:
+                failures.append((status, text))
+            if not isinstance(status, int):
+                stop.wait(0.2)  # a refused connection fails at once: do not spin
 
 
 def manifest_with_reference(onnx_models, tmp_path) -> str:

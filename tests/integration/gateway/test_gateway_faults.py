@@ -6,7 +6,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from gateway_support import ADMIN_TOKEN, gateway_config
+from gateway_support import ADMIN_TOKEN, gateway_config, post_predict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TEACHER = {"x-kdgate-force-variant": "teacher"}
@@ -61,18 +61,20 @@ def _replicas(app: str, deployment: str) -> set[str]:
 
 
 def _steady_load(url: str, stop, sent: list, failures: list, retried: list, client_retry: bool) -> None:
-    """Constant V1 load; with ``client_retry`` a 5xx is retried once (idempotent inference), counted."""
+    """Constant V1 load; with ``client_retry`` a 5xx or a dropped connection is retried once
+    (idempotent inference), counted. A dropped connection is a failed request, never the end of
+    this worker (it used to end the thread silently, and the load with it)."""
     rng = np.random.default_rng(len(sent))
     with httpx.Client(timeout=30) as client:
         while not stop.is_set():
             body = {"instances": rng.normal(size=(4, 40)).tolist()}
-            response = client.post(f"{url}/v1/models/mnist1d:predict", json=body)
-            if client_retry and response.status_code >= 500:
-                retried.append((response.status_code, response.text[:200]))
-                response = client.post(f"{url}/v1/models/mnist1d:predict", json=body)
-            sent.append(response.status_code)
-            if response.status_code != 200:
-                failures.append((response.status_code, response.text[:200]))
+            status, text = post_predict(client, url, body)
+            if client_retry and not (isinstance(status, int) and status < 500):
+                retried.append((status, text))
+                status, text = post_predict(client, url, body)
+            sent.append(status)
+            if status != 200:
+                failures.append((status, text))
 
 
 # The student is colocated in the Gateway (ingress) replica: killing one of those kills a student.

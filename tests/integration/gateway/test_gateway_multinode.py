@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from cluster_support import LABEL, LocalCluster
-from gateway_support import ADMIN_TOKEN, gateway_config, wait_ready
+from gateway_support import ADMIN_TOKEN, gateway_config, post_predict, wait_ready
 
 from gateway.serve.local import free_port
 
@@ -66,14 +66,6 @@ def _recovered(details: dict, dead: str) -> bool:
                for name, count in REPLICAS.items())
 
 
-def _post(client: httpx.Client, url: str, body: dict) -> tuple[int | str, str]:
-    try:
-        response = client.post(f"{url}/v1/models/mnist1d:predict", json=body)
-        return response.status_code, response.text[:160]
-    except httpx.HTTPError as err:
-        return type(err).__name__, str(err)[:160]
-
-
 def _load(url: str, stop: threading.Event, started: float, sent: list, failures: list, retried: list) -> None:
     """Steady V1 predictions. A 5xx or a dropped connection is retried once after
     :data:`RETRY_AFTER_S` (inference is idempotent), and counted; a failure is what still is
@@ -83,11 +75,11 @@ def _load(url: str, stop: threading.Event, started: float, sent: list, failures:
     with httpx.Client(timeout=30) as client:
         while not stop.is_set():
             body = {"instances": rng.normal(size=(4, 40)).round(4).tolist()}
-            status, text = _post(client, url, body)
+            status, text = post_predict(client, url, body)
             if status != 200 and not (isinstance(status, int) and status < 500):
                 retried.append((round(time.monotonic() - started, 2), status, text))
                 time.sleep(RETRY_AFTER_S)
-                status, text = _post(client, url, body)
+                status, text = post_predict(client, url, body)
             sent.append(time.monotonic())
             if status != 200:
                 failures.append((round(time.monotonic() - started, 2), status, text))

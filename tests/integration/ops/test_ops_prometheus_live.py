@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from gateway_support import FEATURES, deploy, gateway_config, wait_ready
+from gateway_support import FEATURES, deploy, gateway_config, post_predict, wait_ready
 from run_loadtest import run_locust, verdict
 
 from gateway.serve.local import free_port
@@ -184,11 +184,7 @@ def _forced_student_requests(url: str, stop: threading.Event, sent: list) -> Non
     body = {"instances": np.random.default_rng(0).normal(size=(4, FEATURES)).round(4).tolist()}
     with httpx.Client(timeout=10) as client:
         while not stop.is_set():
-            try:
-                sent.append(client.post(f"{url}/v1/models/mnist1d:predict", json=body,
-                                        headers={"x-kdgate-force-variant": "student"}).status_code)
-            except httpx.HTTPError as err:
-                sent.append(repr(err))
+            sent.append(post_predict(client, url, body, headers={"x-kdgate-force-variant": "student"})[0])
             stop.wait(0.2)
 
 
