@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="clients for the max-rps runs")
     parser.add_argument("--batch-concurrency", type=int, default=32, help="clients for batching on/off")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one max-rps run")
-    parser.add_argument("--logical-cpus", type=int, default=4,
+    parser.add_argument("--logical-cpus", type=int, default=6,
                         help="Ray's logical CPUs: room for every replica (they share the real cores)")
     parser.add_argument("--default-modes", action="store_true", help="Ray Serve's default proxy, no fast modes")
     parser.add_argument("--tiny", action="store_true", help="use tiny exported models even if runs/demo exists")
