@@ -68,10 +68,10 @@ def summary_table(report: dict):
         v = report.get(name) or {}
         table.add_row(name, _fmt(v.get("accuracy"), "pct"), _fmt(v.get("params")),
                       _fmt((v.get("latency_ms") or {}).get("batch1"), "ms"), _fmt(v.get("onnx_size_bytes")))
-    int8 = (report.get("student") or {}).get("int8")
-    if int8:
-        table.add_row("student INT8", _fmt(int8.get("accuracy"), "pct"), "", _fmt(int8["latency_ms"]["batch1"], "ms"),
-                      _fmt(int8.get("onnx_size_bytes")))
+        int8 = v.get("int8")  # the student's; text runs: the teacher's too
+        if int8:
+            table.add_row(f"{name} INT8", _fmt(int8.get("accuracy"), "pct"), "",
+                          _fmt(int8["latency_ms"]["batch1"], "ms"), _fmt(int8.get("onnx_size_bytes")))
     table.caption = (f"retention {_fmt(report.get('retention'), 'pct')} · agreement "
                      f"{_fmt(report.get('agreement'), 'pct')} · speedup {_fmt(report.get('speedup_batch1'), 'x')} · "
                      f"params {_fmt(report.get('param_reduction'), 'x')} fewer · total "

@@ -35,6 +35,7 @@ from distill.hf_teacher import HuggingFaceTeacher, load_hf_teacher
 from distill.losses import ClassificationDistillation, EmbeddingDistillation
 from distill.pipeline import Reporter, SilentReporter, Timings, _epoch_bar
 from distill.report import json_safe
+from distill.text_int8 import INT8_BATCH, int8_lines, int8_records, manifest_int8, quantize_exports
 from distill.text_student import (WithClassifier, build_text_student, count_trainable, embed_ids,
                                   init_from_token_vectors, table_tokens)
 from distill.textdata import TextDataset, load_text_dataset
@@ -121,9 +122,16 @@ def _median_length_row(ids: np.ndarray, pad_id: int) -> np.ndarray:
     return np.ascontiguousarray(ids[row:row + 1, :max(1, lengths[row])])
 
 
+def _batch1_ms(path: Path, one: np.ndarray, repeats: int) -> float:
+    """Median ONNX Runtime latency (ms) of one row on one thread."""
+    session = ev.onnx_session(path, threads=1)
+    return ev.median_ms(lambda: session.run(None, {ex.INPUT_NAME: one}), repeats)
+
+
 def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path,
                   teacher: torch.nn.Module | None = None) -> dict:
-    """student.onnx (and teacher.onnx), parity-checked; batch-1 latency; tokenizer.json copied.
+    """student.onnx (and teacher.onnx), parity-checked; INT8 copies (``export.int8``); batch-1 latency;
+    tokenizer.json copied.
 
     ``teacher`` is what teacher.onnx holds (default: the sentence encoder; classification: encoder + head).
     """
@@ -141,16 +149,26 @@ def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path,
     for name, exported in exports.items():
         # Parity again at another sequence length: a graph specialised to the export's shape fails here.
         ex.check_parity(models[name], exported.path, one, exported.tolerance, dtype=np.int64)
-        session = ev.onnx_session(exported.path, threads=1)
-        latency[name] = ev.median_ms(lambda s=session: s.run(None, {ex.INPUT_NAME: one}),
-                                     config.export.latency_repeats)
+        latency[name] = _batch1_ms(exported.path, one, config.export.latency_repeats)
+    int8 = quantize_exports(exports, out_dir) if config.export.int8 else {}
+    for quantized in int8.values():  # timed as its FP32 model: one thread, the same row
+        quantized["latency_ms_batch1"] = _batch1_ms(out_dir / quantized["file"], one, config.export.latency_repeats)
     if "teacher" not in exports:  # no teacher ONNX: PyTorch teacher, stated as such in the report
         with torch.no_grad():
             latency["teacher_torch"] = ev.median_ms(lambda: teacher(torch.from_numpy(one)),
                                                     config.export.latency_repeats)
     tokenizer = shutil.copyfile(tok.path, out_dir / tok.path.name)
-    return {"exports": exports, "latency_ms_batch1": latency, "latency_tokens": int(one.shape[1]),
+    return {"exports": exports, "latency_ms_batch1": latency, "latency_tokens": int(one.shape[1]), "int8": int8,
             "tokenizer": {"file": Path(tokenizer).name, "sha256": ex.sha256_file(tokenizer), **tok.describe()}}
+
+
+def evaluate_int8(config: DistillConfig, prep: Prepared, exported: dict, first_seed: dict, out_dir: Path) -> dict:
+    """Each INT8 model judged as its FP32 model on the first seed: cosine with the FP32 teacher's held-out
+    embeddings, top-k overlap, probe (labelled train -> held out); {name: record} ({} without INT8)."""
+    def judge(path: Path) -> dict:
+        outputs = {s: ex.onnx_predict(path, prep.ids[s], INT8_BATCH, np.int64) for s in ("train", "test")}
+        return evaluate_models(config, prep, {"int8": outputs})["int8"]
+    return int8_records(exported, out_dir, first_seed, judge)
 
 
 def _mean_over_seeds(per_seed: list[dict]) -> dict:
@@ -211,8 +229,12 @@ def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Repor
         reporter.log(f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in per_seed[-1]["student"].items()))
     params = {"teacher": prep.teacher.params, "student": count_trainable(models["student"])}
     metrics = _mean_over_seeds(per_seed)
+    with timings.stage("int8"):
+        int8 = evaluate_int8(config, prep, exported, per_seed[0], out_dir)
     timings["total"] = round(time.perf_counter() - start, 3)
     report = build_report(config, prep, metrics, per_seed, params, exported, models["student"], timings)
+    if int8:
+        report["int8"] = int8
     (out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
     ex.write_manifest(out_dir / "manifest.json", embedding_manifest(config, prep, report, exported))
     return report
@@ -241,22 +263,23 @@ def embedding_manifest(config: DistillConfig, prep: Prepared, report: dict, expo
     teacher = {"params": prep.teacher.params, "source": "huggingface", "identity": prep.teacher.identity}
     if "teacher" in files:
         teacher.update(file=files["teacher"]["file"], sha256=files["teacher"]["sha256"])
+    models = {"student": {"file": files["student"]["file"], "sha256": files["student"]["sha256"],
+                          "params": report["params"]["student"], "architecture": report["student_architecture"]},
+              "teacher": teacher}
+    models, int8_metrics = manifest_int8(models, report.get("int8") or {})
     train = config.student.train
     return {
         "task": "embedding",
         "input": {"name": ex.INPUT_NAME, "dtype": "int64", "shape": [-1, -1]},
         "output": {"name": ex.OUTPUT_NAME, "dtype": "float32", "shape": [-1, prep.teacher.dim]},
-        "models": {"student": {"file": files["student"]["file"], "sha256": files["student"]["sha256"],
-                               "params": report["params"]["student"],
-                               "architecture": report["student_architecture"]},
-                   "teacher": teacher},
+        "models": models,
         "tokenizer": exported["tokenizer"],
         "dataset": {k: report["dataset"][k] for k in ("name", "sha256", "n_train", "n_val", "n_test", "n_unlabeled")},
         "hyperparameters": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr,
                             "seed": config.seed, "mse_weight": config.embedding.mse_weight,
                             "strategy": "embedding"},
-        "metrics": {f"{model}_{name}": value for model, figures in report["metrics"].items()
-                    for name, value in figures.items()},
+        "metrics": {**{f"{model}_{name}": value for model, figures in report["metrics"].items()
+                       for name, value in figures.items()}, **int8_metrics},
         "reference": {"outputs": {}},
     }
 
@@ -295,7 +318,9 @@ def summary_text(report: dict) -> str:
               f"batch-1 latency, 1 thread, {report['latency_tokens']} tokens: teacher {teacher_ms:.3f} ms "
               f"({runtime}), student {latency['student']:.4f} ms (ONNX Runtime)",
               f"ONNX parity: " + ", ".join(f"{k} {v['max_abs_diff']:.2e} (tol {v['tolerance']:g})"
-                                          for k, v in report["onnx"].items()), "", "acceptance:"]
+                                          for k, v in report["onnx"].items()),
+              *int8_lines(report.get("int8") or {}, ("mean_cosine", "topk_overlap", "probe_accuracy")),
+              "", "acceptance:"]
     for name, verdict in report["acceptance"].items():
         state = "n/a" if verdict["met"] is None else ("met" if verdict["met"] else "NOT met")
         value = "-" if verdict["value"] is None else f"{verdict['value']:.4g}"

@@ -131,16 +131,17 @@ def headline_table(report: dict) -> str:
     """Teacher, student, student INT8 and baseline side by side."""
     costs = report.get("cost_per_million_usd") or {}
     quality = "mse" if report.get("task") == "regression" else "accuracy"
-    rows = []
+    rows, student_row = [], 0
     for name in VARIANTS:
         if report.get(name):
+            student_row = len(rows) if name == "student" else student_row
             rows.append(_variant_row(name, report[name], costs.get(name), quality))
-        int8 = (report.get(name) or {}).get("int8") if name == "student" else None
+        int8 = (report.get(name) or {}).get("int8")  # the student's; text runs: the teacher's too
         if int8:
-            rows.append(_variant_row("student INT8", int8, costs.get("student_int8"), quality))
+            rows.append(_variant_row(f"{name} INT8", int8, costs.get(f"{name}_int8"), quality))
     headers = ["model", f"test {'MSE' if quality == 'mse' else 'accuracy'}", "params", "ORT batch 1", "ORT batch 64 (per call)", "torch batch 1",
                "ONNX size", "$ / 1M inferences", "ECE"]
-    return html_table(headers, rows, highlight=1 if report.get("teacher") else 0)
+    return html_table(headers, rows, highlight=student_row)
 
 
 def summary_table(report: dict) -> str:

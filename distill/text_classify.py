@@ -34,6 +34,7 @@ from distill.losses import ClassificationDistillation
 from distill.pipeline import Reporter, Timings
 from distill.report import json_safe, write_report
 from distill.text_classify_report import assemble_report, classification_manifest
+from distill.text_int8 import INT8_BATCH, int8_records
 from distill.text_student import (WithClassifier, build_text_student, count_trainable, embed_ids,
                                   init_from_token_vectors, table_tokens)
 from distill.train import fit
@@ -162,8 +163,10 @@ def run_text_classification(config: DistillConfig, out_dir: Path, reporter: Repo
     reporter.log(f"sweep: chose T={chosen['temperature']:g} alpha={chosen['alpha']:g} "
                  f"(validation {chosen['val_accuracy']:.4f})")
     per_seed, exported, params = train_seeds(config, prep, logits, head, chosen, out_dir, timings, reporter)
+    with timings.stage("int8"):
+        int8 = evaluate_int8(prep, logits, exported, per_seed[0], out_dir)
     timings["total"] = round(time.perf_counter() - start, 3)
-    report = build_report(config, prep, per_seed, sweep, chosen, params, exported, timings)
+    report = build_report(config, prep, per_seed, sweep, chosen, params, exported, timings, int8)
     with timings.stage("report"):
         write_report(out_dir, report)
     report["timings_s"] = dict(timings)
@@ -194,9 +197,22 @@ def train_seeds(config: DistillConfig, prep: Prepared, logits: dict, head: nn.Li
     return per_seed, exported, params
 
 
-def build_report(config, prep: Prepared, per_seed, sweep, chosen, params, exported, timings) -> dict:
+def evaluate_int8(prep: Prepared, logits: dict, exported: dict, first_seed: dict, out_dir: Path) -> dict:
+    """Each INT8 model judged as its FP32 model on the first seed: held-out accuracy (ECE, per class) and
+    agreement with the FP32 teacher; {name: record} ({} without INT8)."""
+    def judge(path: Path) -> dict:
+        out = ex.onnx_predict(path, prep.ids["test"], INT8_BATCH, np.int64)
+        return {**ev.classification_metrics(out, prep.ds.y_test, prep.ds.class_labels),
+                "agreement": ev.agreement(out, logits["test"])}
+    fp32 = {"student": {**first_seed["student"], "agreement": first_seed["agreement"]},
+            "teacher": {**first_seed["teacher"], "agreement": 1.0}}  # the teacher agrees with itself
+    return int8_records(exported, out_dir, fp32, judge)
+
+
+def build_report(config, prep: Prepared, per_seed, sweep, chosen, params, exported, timings,
+                 int8: dict | None = None) -> dict:
     """The MNIST-1D report's keys (docs/artifacts.md), figures as the mean over seeds."""
     report = assemble_report(config, prep, mean_metrics(per_seed), per_seed, sweep, chosen, params, exported,
-                             timings)
+                             timings, int8)
     report["verdicts"] = classification_verdicts(report)
     return report

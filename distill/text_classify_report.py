@@ -8,6 +8,7 @@ are added, as in the embedding task.
 from __future__ import annotations
 
 from distill import export as ex
+from distill.text_int8 import manifest_int8
 
 TARGETS = {"retention": 0.99, "speedup_batch1": 20.0}
 
@@ -35,9 +36,18 @@ def acceptance(report: dict) -> dict:
     return result
 
 
+def _int8_variant(record: dict) -> dict:
+    """An INT8 record (distill/text_int8.py) under the MNIST-1D INT8 keys, which report.html and the CLI show."""
+    return {**{k: v for k, v in record.items() if k not in ("size_bytes", "latency_ms_batch1")},
+            "onnx_size_bytes": record["size_bytes"], "latency_ms": {"batch1": record["latency_ms_batch1"]}}
+
+
 def assemble_report(config, prep, metrics: dict, per_seed: list[dict], sweep: list[dict], chosen: dict,
-                    params: dict, exported: dict, timings) -> dict:
-    """The report dict (mean over seeds; the exported first-seed student gives size and latency)."""
+                    params: dict, exported: dict, timings, int8: dict | None = None) -> dict:
+    """The report dict (mean over seeds; the exported first-seed student gives size and latency).
+
+    ``int8``: {name: INT8 record} of the exported models, kept as ``int8`` and under each variant's ``int8``.
+    """
     files = {name: {"file": e.path.name, "sha256": e.sha256, "size_bytes": e.size_bytes,
                     "max_abs_diff": e.max_abs_diff, "tolerance": e.tolerance}
              for name, e in exported["exports"].items()}
@@ -66,6 +76,10 @@ def assemble_report(config, prep, metrics: dict, per_seed: list[dict], sweep: li
         "sweep": sweep, "per_seed": per_seed, "seeds": len(per_seed), "timings_s": dict(timings),
         "soft_label_cache": prep.cache,
     }
+    for name, record in (int8 or {}).items():
+        report[name]["int8"] = _int8_variant(record)
+    if int8:
+        report["int8"] = int8
     report["retention"] = _ratio(metrics["student"]["accuracy"], metrics["teacher"]["accuracy"])
     report["acceptance"] = acceptance(report)
     return report
@@ -76,15 +90,16 @@ def classification_manifest(config, prep, report: dict, exported: dict) -> dict:
     student, teacher = report["student"], report["teacher"]
     n_classes = len(prep.ds.class_labels)
     train = config.student.train
+    models = {"student": {"file": student["file"], "sha256": student["sha256"], "params": student["params"],
+                          "architecture": student["architecture"]},
+              "teacher": {"file": teacher.get("file"), "sha256": teacher.get("sha256"), "params": teacher["params"],
+                          "source": "huggingface", "identity": teacher["identity"]}}
+    models, int8_metrics = manifest_int8(models, report.get("int8") or {})
     return {
         "task": "classification", "class_labels": prep.ds.class_labels,
         "input": {"name": ex.INPUT_NAME, "dtype": "int64", "shape": [-1, -1]},
         "output": {"name": ex.OUTPUT_NAME, "dtype": "float32", "shape": [-1, n_classes]},
-        "models": {"student": {"file": student["file"], "sha256": student["sha256"], "params": student["params"],
-                               "architecture": student["architecture"]},
-                   "teacher": {"file": teacher.get("file"), "sha256": teacher.get("sha256"),
-                               "params": teacher["params"], "source": "huggingface",
-                               "identity": teacher["identity"]}},
+        "models": models,
         "tokenizer": exported["tokenizer"],
         "dataset": {k: report["dataset"][k] for k in ("name", "sha256", "n_train", "n_val", "n_test", "n_unlabeled")},
         "hyperparameters": {"temperature": student["temperature"], "alpha": student["alpha"],
@@ -92,6 +107,6 @@ def classification_manifest(config, prep, report: dict, exported: dict) -> dict:
                             "seed": config.seed, "strategy": "kd"},
         "metrics": {"teacher_accuracy": teacher["accuracy"], "student_accuracy": student["accuracy"],
                     "baseline_accuracy": report["baseline"]["accuracy"], "agreement": report["agreement"],
-                    "retention": report["retention"]},
+                    "retention": report["retention"], **int8_metrics},
         "reference": {"outputs": {}},
     }

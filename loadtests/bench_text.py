@@ -7,7 +7,7 @@ teacher on held-out emails, probe accuracy retention, parameter ratio, batch-1 O
 latency ratio (both models under ONNX Runtime, one thread, the held-out email of median
 length), and whether the student beats the same-size models trained without the teacher.
 Everything lands in ``OUT`` (report.json, manifest.json, student.onnx, teacher.onnx,
-tokenizer.json). The teacher's embeddings are cached, so a second run skips the teacher.
+their .int8.onnx copies, tokenizer.json). The teacher's embeddings are cached, so a second run skips the teacher.
 
 Example::
 
@@ -27,7 +27,9 @@ CONFIGS = {"embedding": ROOT / "distill" / "configs" / "minilm-embed.yaml",
 
 
 def classification_text(report: dict) -> str:
-    """The printed figures of a text classification run: accuracies, ratios, acceptance, per seed."""
+    """The printed figures of a text classification run: accuracies, ratios, INT8, acceptance, per seed."""
+    from distill.text_int8 import int8_lines  # noqa: PLC0415
+
     lines = [f"text classification, {report['dataset']['name']}: {report['dataset']['n_train']} train + "
              f"{report['dataset']['n_unlabeled']} transfer texts, {report['dataset']['n_test']} held out; "
              f"mean of {report['seeds']} seed(s); chosen T={report['student']['temperature']:g} "
@@ -40,7 +42,7 @@ def classification_text(report: dict) -> str:
                   f"{100 * s['student']['accuracy']:.2f}/{100 * s['baseline']['accuracy']:.2f}" for s in report["per_seed"]),
               f"  batch-1 ONNX Runtime, 1 thread, {report['latency_tokens']} tokens: teacher "
               f"{report['teacher']['latency_ms']['batch1']:.3f} ms, student {report['student']['latency_ms']['batch1']:.4f} ms",
-              "", "acceptance:"]
+              *int8_lines(report.get("int8") or {}, ("accuracy", "agreement")), "", "acceptance:"]
     for name, verdict in report["acceptance"].items():
         state = "reported" if verdict["met"] is None else ("met" if verdict["met"] else "NOT met")
         target = "" if verdict["target"] is None else f"(target >= {verdict['target']:g})"
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run_pipeline(config, args.out, reporter)
     print(summary_text(report) if report["task"] == "embedding" else classification_text(report))
     print("\n".join(["", "verdicts:"] + verdict_lines(report.get("verdicts") or {})))
-    print(f"\nreport: {args.out / 'report.json'} (manifest.json, student.onnx, teacher.onnx, tokenizer.json)")
+    print(f"\nreport: {args.out / 'report.json'} (manifest.json, student.onnx, teacher.onnx, INT8 copies, "
+          "tokenizer.json)")
     return 0
 
 

@@ -2,7 +2,8 @@
 pretrained MiniLM teacher loaded offline, a tiny student trained, exported and parity-checked.
 
 A small slice (a few hundred emails, 48 tokens) keeps it well under a minute; the teacher's
-embeddings are cached in the repository's .kdgate-cache, so a rerun skips the teacher.
+embeddings are cached in the repository's .kdgate-cache, so a rerun skips the teacher. Both
+pipeline runs also check the INT8 copies of student and teacher (export.int8, the default).
 """
 from __future__ import annotations
 
@@ -111,6 +112,31 @@ def test_small_slice_trains_exports_with_parity_and_hashes_the_tokenizer(corpus,
     assert {"mean_cosine", "probe_retention", "param_reduction", "speedup_batch1",
             "beats_no_teacher_baseline"} <= set(report["acceptance"])
     assert all(isinstance(v["met"], bool) for v in report["acceptance"].values())
+    int8 = assert_int8_recorded(report, manifest, tmp_path, ("mean_cosine", "topk_overlap", "probe_accuracy"))
+    # The student's INT8 copy embeds as its FP32 self does; the teacher's stays close to the FP32 teacher.
+    assert int8["student"]["mean_cosine"] == pytest.approx(int8["student"]["fp32"]["mean_cosine"], abs=0.02)
+    assert int8["student"]["fp32"]["mean_cosine"] == report["per_seed"][0]["student"]["mean_cosine"]
+    assert int8["teacher"]["mean_cosine"] > 0.97 and int8["teacher"]["fp32"]["mean_cosine"] == pytest.approx(1.0)
+    assert abs(int8["teacher"]["change"]["probe_accuracy"]) <= 0.1
+
+
+def assert_int8_recorded(report: dict, manifest, folder, figures: tuple[str, ...]) -> dict:
+    """student.int8.onnx and teacher.int8.onnx: on disk, hashed in the manifest, smaller, timed, judged."""
+    int8 = report["int8"]
+    assert set(int8) == {"student", "teacher"}
+    for name, record in int8.items():
+        path = folder / f"{name}.int8.onnx"
+        entry = manifest.models[name]
+        assert entry.int8_file == record["file"] == path.name
+        assert entry.int8_sha256 == record["sha256"] == sha256_file(path)
+        assert record["size_bytes"] == path.stat().st_size < record["fp32"]["size_bytes"]
+        assert record["latency_ms_batch1"] > 0 and record["fp32"]["latency_ms_batch1"] > 0
+        for figure in figures:
+            assert 0 <= record[figure] <= 1 and manifest.metrics[f"{name}_int8_{figure}"] == record[figure]
+            assert record["change"][figure] == pytest.approx(record[figure] - record["fp32"][figure])
+    # A transformer's weights quantize to about a quarter of their bytes.
+    assert int8["teacher"]["size_bytes"] < 0.3 * int8["teacher"]["fp32"]["size_bytes"]
+    return int8
 
 
 def test_classification_slice_distils_the_teachers_soft_labels_with_the_usual_report(corpus, tmp_path):
@@ -145,3 +171,11 @@ def test_classification_slice_distils_the_teachers_soft_labels_with_the_usual_re
     ids = np.zeros((1, 5), np.int64)
     ids[0, :3] = [101, 7592, 102]
     assert onnx_predict(tmp_path / "student.onnx", ids, dtype=np.int64).shape == (1, 2)
+    int8 = assert_int8_recorded(report, manifest, tmp_path, ("accuracy", "agreement"))
+    student, teacher = int8["student"], int8["teacher"]
+    assert student["fp32"]["accuracy"] == report["per_seed"][0]["student"]["accuracy"]
+    assert student["accuracy"] == pytest.approx(student["fp32"]["accuracy"], abs=0.05)
+    assert student["agreement"] == pytest.approx(report["per_seed"][0]["agreement"], abs=0.05)
+    assert teacher["agreement"] >= 0.9 and teacher["fp32"]["agreement"] == 1.0
+    assert report["student"]["int8"]["latency_ms"]["batch1"] == student["latency_ms_batch1"]  # report.html's keys
+    assert "teacher INT8" in (tmp_path / "report.html").read_text()

@@ -36,7 +36,7 @@ def build_text_artifacts(root: pathlib.Path, scratch: pathlib.Path) -> dict:
         "student": {"architecture": {"kind": "bag_of_tokens", "width": 16, "hidden": 64, "vocab_size": 2000},
                     "train": {"epochs": 4, "batch_size": 32, "lr": 0.01},
                     "baseline_train": {"epochs": 1, "batch_size": 32, "lr": 0.01}},
-        "export": {"latency_repeats": 5},
+        "export": {"latency_repeats": 5, "int8": False},  # the gateway tests serve the FP32 models only
         "embedding": {"top_k": 5, "token_init": True},
     }
     digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode())

@@ -112,3 +112,14 @@ def write_example(out_dir: Path) -> Path:
 
 if __name__ == "__main__":
     print(write_example(Path("/tmp/kdgate-example-report")))
+
+
+def test_headline_table_shows_a_text_teachers_int8_row_and_still_highlights_the_student():
+    from distill.report import headline_table
+
+    report = fake_report()
+    report["teacher"]["int8"] = {"accuracy": 0.954, "onnx_size_bytes": 150_000, "latency_ms": {"batch1": 0.2}}
+    rows = headline_table(report).split("<tr")[2:]  # after the header row
+    names = [row.split("<td>")[1].split("</td>")[0] for row in rows]
+    assert names == ["teacher", "teacher INT8", "student", "student INT8", "baseline"]
+    assert rows[2].startswith(' class="chosen"') and sum('class="chosen"' in row for row in rows) == 1
