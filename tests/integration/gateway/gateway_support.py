@@ -114,6 +114,32 @@ def post_predict(client: httpx.Client, url: str, body: dict, headers: dict | Non
         return type(err).__name__, str(err)[:160]
 
 
+RETRY_AFTER_S = 1.0   # what the gateway's own 503s ask for (Retry-After: 1)
+
+
+def steady_load(url: str, stop: threading.Event, sent: list, failures: list, retried: list, *,
+                client_retry: bool = True, started: float | None = None) -> None:
+    """Constant V1 load (4 N(0, 1) rows per request); ``sent`` gets each answer's time.
+
+    With ``client_retry`` a 5xx or a dropped connection is retried once after
+    :data:`RETRY_AFTER_S` (inference is idempotent) and counted in ``retried``; a failure is what
+    still is not a 200 after that. (An immediate retry can meet the dead replica again: HAProxy
+    marks it down after a few failed checks, about half a second; seen as a 500.)
+    """
+    rng, t0 = np.random.default_rng(len(sent)), started if started is not None else time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            body = {"instances": rng.normal(size=(4, FEATURES)).round(4).tolist()}
+            status, text = post_predict(client, url, body)
+            if client_retry and not (isinstance(status, int) and status < 500):
+                retried.append((round(time.monotonic() - t0, 2), status, text))
+                time.sleep(RETRY_AFTER_S)
+                status, text = post_predict(client, url, body)
+            sent.append(time.monotonic())
+            if status != 200:
+                failures.append((round(time.monotonic() - t0, 2), status, text))
+
+
 def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:
     """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``.
 

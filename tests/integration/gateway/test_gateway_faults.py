@@ -6,7 +6,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from gateway_support import ADMIN_TOKEN, gateway_config, post_predict
+from gateway_support import ADMIN_TOKEN, gateway_config, steady_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TEACHER = {"x-kdgate-force-variant": "teacher"}
@@ -60,23 +60,6 @@ def _replicas(app: str, deployment: str) -> set[str]:
             if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")}
 
 
-def _steady_load(url: str, stop, sent: list, failures: list, retried: list, client_retry: bool) -> None:
-    """Constant V1 load; with ``client_retry`` a 5xx or a dropped connection is retried once
-    (idempotent inference), counted. A dropped connection is a failed request, never the end of
-    this worker (it used to end the thread silently, and the load with it)."""
-    rng = np.random.default_rng(len(sent))
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            body = {"instances": rng.normal(size=(4, 40)).tolist()}
-            status, text = post_predict(client, url, body)
-            if client_retry and not (isinstance(status, int) and status < 500):
-                retried.append((status, text))
-                status, text = post_predict(client, url, body)
-            sent.append(status)
-            if status != 200:
-                failures.append((status, text))
-
-
 # The student is colocated in the Gateway (ingress) replica: killing one of those kills a student.
 # A teacher replica's death is absorbed inside the gateway (one retry on another replica). An
 # ingress replica's death fails the requests in flight on it at the proxy (seen: 1 in 3608, a
@@ -105,7 +88,8 @@ def test_killing_a_replica_under_load_fails_no_request_and_serve_replaces_it(
     before = _replicas(app, deployment)
     assert len(before) == 2, before
     stop, sent, failures, retried = threading.Event(), [], [], []
-    workers = [threading.Thread(target=_steady_load, args=(url, stop, sent, failures, retried, client_retry))
+    workers = [threading.Thread(target=steady_load, args=(url, stop, sent, failures, retried),
+                                kwargs={"client_retry": client_retry})
                for _ in range(4)]
     for worker in workers:
         worker.start()

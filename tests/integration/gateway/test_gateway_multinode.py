@@ -18,10 +18,9 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
 from cluster_support import LABEL, LocalCluster
-from gateway_support import ADMIN_TOKEN, gateway_config, post_predict, wait_ready
+from gateway_support import ADMIN_TOKEN, gateway_config, steady_load, wait_ready
 
 from gateway.serve.local import free_port
 
@@ -33,7 +32,6 @@ REPLICAS = {"Gateway": 2, "model-teacher": 2, "rollout": 1}
 ON_WORKERS = {"label_selector": {LABEL: "!head"}, "fallback_strategy": [{"label_selector": {LABEL: "head"}}]}
 STUDENT_WEIGHT = 30.0
 CLIENTS = 3
-RETRY_AFTER_S = 1.0   # what the gateway's own 503s ask for (Retry-After: 1)
 
 
 def _application(onnx_models, tmp_path) -> dict:
@@ -64,25 +62,6 @@ def _recovered(details: dict, dead: str) -> bool:
                and [s for label, s in placement[name] if label != dead] == ["RUNNING"] * count
                and all(label != dead for label, _ in placement[name])
                for name, count in REPLICAS.items())
-
-
-def _load(url: str, stop: threading.Event, started: float, sent: list, failures: list, retried: list) -> None:
-    """Steady V1 predictions. A 5xx or a dropped connection is retried once after
-    :data:`RETRY_AFTER_S` (inference is idempotent), and counted; a failure is what still is
-    not a 200 after that. (An immediate retry can meet the dead replica again: HAProxy marks
-    it down after a few failed checks, about half a second.)"""
-    rng = np.random.default_rng(len(sent))
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            body = {"instances": rng.normal(size=(4, 40)).round(4).tolist()}
-            status, text = post_predict(client, url, body)
-            if status != 200 and not (isinstance(status, int) and status < 500):
-                retried.append((round(time.monotonic() - started, 2), status, text))
-                time.sleep(RETRY_AFTER_S)
-                status, text = post_predict(client, url, body)
-            sent.append(time.monotonic())
-            if status != 200:
-                failures.append((round(time.monotonic() - started, 2), status, text))
 
 
 def _splits(url: str, reads: int = 12) -> set[float]:
@@ -120,7 +99,8 @@ def test_losing_a_worker_node_under_load_fails_no_request_and_serve_reschedules(
         assert all(victim in {label for label, _ in before[name]} for name in ("Gateway", "model-teacher")), before
 
         stop, sent, failures, retried, started = threading.Event(), [], [], [], time.monotonic()
-        clients = [threading.Thread(target=_load, args=(url, stop, started, sent, failures, retried))
+        clients = [threading.Thread(target=steady_load, args=(url, stop, sent, failures, retried),
+                                   kwargs={"started": started})
                    for _ in range(CLIENTS)]
         for client in clients:
             client.start()
