@@ -90,15 +90,11 @@ class GatewayMetrics:
         # (``rollout.source: prometheus``): the embedded source reads the same counts from the
         # replicas' window stats. Input bins are per model (inputs are counted once, on the
         # primary route), with the student manifest's reference edges: features x bins series.
-        self.predictions = Counter(
-            "kdgate_predictions_total", description="Answered rows by variant and predicted class (argmax).",
-            tag_keys=("variant", "model", "class"),
-        )
-        self.input_bins = Counter(
-            "kdgate_input_bin_total",
-            description="Live input rows per feature and reference bin (numpy.digitize with the manifest's edges).",
-            tag_keys=("model", "feature", "bin"),
-        )
+        self.predictions = Counter("kdgate_predictions_total", tag_keys=("variant", "model", "class"),
+                                   description="Answered rows by variant and predicted class (argmax).")
+        self.input_bins = Counter("kdgate_input_bin_total", tag_keys=("model", "feature", "bin"),
+                                  description="Live input rows per feature and reference bin "
+                                              "(numpy.digitize with the manifest's edges).")
         self._bin_tags: dict[tuple[int, int], dict[str, str]] = {}
         self.shadow_dropped = Counter(
             "kdgate_shadow_dropped_total",
