@@ -9,9 +9,13 @@ metrics export port every 3 s). Sticky users send N(0, 1) rows, the training ref
 the student's manifest: the student is promoted and guarded. Then every feature moves by
 3 standard deviations: the guard rolls the student back, naming input_drift.
 
-Timing: Ray exports application metrics every ~10 s and Prometheus scrapes every 3 s, so a
-check sees traffic 5-15 s late. A canary check's window runs from the step's start, so it
-grows until it holds ``min_samples``; the guard looks back 20 s (two Ray exports).
+Timing: Ray exports application metrics every 10 s (``metrics_report_interval_ms``) and
+Prometheus scrapes every 3 s, so a check sees traffic up to ~14 s late. A canary check's
+window runs from the step's start, so it grows until it holds ``min_samples``; the guard
+looks back 20 s (two Ray exports). Checks every 3 s keep the test short, but consecutive
+checks then often judge the same Ray export (the printed gate values repeat), so the two
+failed checks of ``failure_threshold: 2`` can be one export's data: in production
+``interval_s`` should be at least the export interval plus the scrape interval.
 """
 from __future__ import annotations
 
