@@ -101,10 +101,15 @@ class Observers:
     def _record_io(self, variant: str, route: str, x: np.ndarray | None, y: np.ndarray) -> None:
         # Inputs once per request (primary); predictions on both routes, so a student in
         # shadow has a class distribution for the output-drift gate before it serves.
+        # The same counts go to the metrics: a rollout reading Prometheus judges drift from them.
         if route == PRIMARY and x is not None:
-            self.stats.record_inputs(variant, x)
+            bins = self.stats.record_inputs(variant, x)
+            if bins and self.metrics:
+                self.metrics.observe_input_bins(bins)
         if self._config.task == "classification" and y.ndim == 2:
-            self.stats.record_outputs(variant, np.argmax(y, axis=1))
+            counts = self.stats.record_outputs(variant, np.argmax(y, axis=1))
+            if counts and self.metrics:
+                self.metrics.observe_classes(variant, counts)
 
     def overhead(self, variant: str, seconds: float) -> None:
         """The gateway's own seconds (parse, routing, encoding) in a request ``variant`` answered."""

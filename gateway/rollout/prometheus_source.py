@@ -32,7 +32,9 @@ METRICS = {
     "latency": "ray_kdgate_request_duration_seconds_bucket",  # variant, route, model, le
     "comparisons": "ray_kdgate_comparisons_total",        # variant (student), model, outcome
     "kl_sum": "ray_kdgate_kl_divergence_sum",             # variant (student), model
-    "busy": "ray_kdgate_busy_seconds_total",              # variant, model
+    # Busy seconds: the gateway exports no separate counter (gateway/serve/metrics.py); the
+    # latency histogram's sum is every answered request's seconds, both routes.
+    "busy": "ray_kdgate_request_duration_seconds_sum",    # variant, route, model
     "predictions": "ray_kdgate_predictions_total",        # variant, model, class
     "input_bins": "ray_kdgate_input_bin_total",           # model, feature, bin
 }

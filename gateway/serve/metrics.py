@@ -86,6 +86,16 @@ class GatewayMetrics:
             "kdgate_kl_divergence", description="KL(teacher || student) per compared row, nats.",
             boundaries=list(KL_BUCKETS), tag_keys=("variant", "model"),
         )
+        # What the rollout's output- and input-drift gates judge when it reads Prometheus
+        # (``rollout.source: prometheus``): the embedded source reads the same counts from the
+        # replicas' window stats. Input bins are per model (inputs are counted once, on the
+        # primary route), with the student manifest's reference edges: features x bins series.
+        self.predictions = Counter("kdgate_predictions_total", tag_keys=("variant", "model", "class"),
+                                   description="Answered rows by variant and predicted class (argmax).")
+        self.input_bins = Counter("kdgate_input_bin_total", tag_keys=("model", "feature", "bin"),
+                                  description="Live input rows per feature and reference bin "
+                                              "(numpy.digitize with the manifest's edges).")
+        self._bin_tags: dict[tuple[int, int], dict[str, str]] = {}
         self.shadow_dropped = Counter(
             "kdgate_shadow_dropped_total",
             description="Shadow work dropped, by reason (queue_full|timeout|error|superseded: queued before a redeploy replaced the model).",
@@ -155,6 +165,24 @@ class GatewayMetrics:
         tags = self._tags(student)
         for kl in kls:
             self._buffer.observe(self.kl, kl, tags)
+
+    def observe_classes(self, variant: str, counts) -> None:
+        """Rows ``variant`` answered per predicted class (``counts[c]``: rows predicted as class c)."""
+        for c, n in enumerate(counts):
+            if n:
+                self._buffer.inc(self.predictions, n, self._tags(variant, **{"class": str(c)}))
+
+    def observe_input_bins(self, bins) -> None:
+        """Live input rows per feature and reference bin (``bins[feature][bin]``), once per request."""
+        items = []
+        for f, row in enumerate(bins):
+            for b, n in enumerate(row):
+                if n:
+                    tags = self._bin_tags.get((f, b))
+                    if tags is None:
+                        tags = self._bin_tags[(f, b)] = {"model": self.model, "feature": str(f), "bin": str(b)}
+                    items.append((n, tags))
+        self._buffer.inc_many(self.input_bins, items)
 
     def shadow_drop(self, variant: str, reason: str) -> None:
         """Shadow work that was not done (queue full, timeout, backend error)."""

@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import sys
+import threading
 import time
 
 import httpx
@@ -104,11 +105,12 @@ def serve_deploy(config: dict, *, name: str, prefix: str, overlay: dict | None =
     client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
-def post_predict(client: httpx.Client, url: str, body: dict, headers: dict | None = None) -> tuple[int | str, str]:
+def post_predict(client: httpx.Client, url: str, body: dict, headers: dict | None = None,
+                 model: str = "mnist1d") -> tuple[int | str, str]:
     """One V1 prediction: (status, start of the body), or (the error's name, its text) when the
     connection dropped or timed out -- a failed request for the load loops, never their end."""
     try:
-        response = client.post(f"{url}/v1/models/mnist1d:predict", json=body, headers=headers)
+        response = client.post(f"{url}/v1/models/{model}:predict", json=body, headers=headers)
         return response.status_code, response.text[:160]
     except httpx.HTTPError as err:
         return type(err).__name__, str(err)[:160]
@@ -140,7 +142,8 @@ def steady_load(url: str, stop: threading.Event, sent: list, failures: list, ret
                 failures.append((round(time.monotonic() - t0, 2), status, text))
 
 
-def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list) -> None:
+def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: list, sent: list,
+                     model: str = "mnist1d") -> None:
     """Sticky users sending N(0, 1) rows (the training distribution) plus ``shift[0]``.
 
     A dropped connection or a client timeout is a failed request like a non-200 answer: it is
@@ -151,12 +154,51 @@ def drifting_traffic(url: str, stop: threading.Event, shift: list, failures: lis
     with httpx.Client(timeout=20) as client:
         while not stop.is_set():
             body = {"instances": (rng.normal(size=(32, FEATURES)) + shift[0]).round(4).tolist()}
-            status, text = post_predict(client, url, body, headers={"x-user-id": f"user-{len(sent) % 50}"})
+            status, text = post_predict(client, url, body, headers={"x-user-id": f"user-{len(sent) % 50}"}, model=model)
             sent.append(shift[0])
             if status != 200:
                 failures.append((status, text))
             if not isinstance(status, int):
                 stop.wait(0.2)  # a refused connection fails at once: do not spin
+
+
+def rollout_history(url: str) -> dict:
+    return httpx.get(f"{url}/admin/rollout", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10).json()
+
+
+def wait_for(url: str, done, timeout_s: float = 90.0, on_poll=None, traffic: "Traffic | None" = None) -> dict:
+    """Poll ``GET /admin/rollout`` until ``done(history)``; returns the last history.
+
+    With ``traffic``, a timeout also says what the traffic saw (a rollout with no traffic waits forever).
+    """
+    deadline, history = time.monotonic() + timeout_s, {}
+    while time.monotonic() < deadline:
+        history = rollout_history(url)
+        if on_poll is not None:
+            on_poll(history)
+        if done(history):
+            return history
+        time.sleep(0.2)
+    seen = "" if traffic is None else f"; traffic: {traffic.describe()}"
+    raise AssertionError(f"timed out: {history.get('status')}{seen}")
+
+
+class Traffic:
+    """The drifting-traffic worker in a thread; ``shift[0]`` moves the inputs."""
+
+    def __init__(self, url: str, model: str = "mnist1d"):
+        self.stop, self.shift, self.failures, self.sent = threading.Event(), [0.0], [], []
+        self.thread = threading.Thread(target=drifting_traffic,
+                                       args=(url, self.stop, self.shift, self.failures, self.sent, model))
+        self.thread.start()
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def describe(self) -> str:
+        alive = "running" if self.thread.is_alive() else "STOPPED"
+        return f"{alive}, {len(self.sent)} requests, {len(self.failures)} failed {self.failures[:3]}"
 
 
 def manifest_with_reference(onnx_models, tmp_path) -> str:

@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 from gateway_support import (
-    ADMIN_TOKEN, deploy, drifting_traffic, gateway_config, manifest_with_reference, serve_deploy, wait_ready,
+    ADMIN_TOKEN, Traffic, deploy, gateway_config, manifest_with_reference, rollout_history, serve_deploy, wait_for,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,45 +46,6 @@ def lifecycle_config(onnx_models, tmp_path, *, candidate: str, weights: dict, v2
         "state_path": str(tmp_path / "rollout.sqlite"), "evidence_dir": str(tmp_path / "evidence"),
     }
     return config
-
-
-def rollout_history(url: str) -> dict:
-    return httpx.get(f"{url}/admin/rollout", headers=AUTH, timeout=10).json()
-
-
-def wait_for(url: str, done, timeout_s: float = 90.0, on_poll=None, traffic: "Traffic | None" = None) -> dict:
-    """Poll ``GET /admin/rollout`` until ``done(history)``; returns the last history.
-
-    With ``traffic``, a timeout also says what the traffic saw (a rollout with no traffic waits forever).
-    """
-    deadline, history = time.monotonic() + timeout_s, {}
-    while time.monotonic() < deadline:
-        history = rollout_history(url)
-        if on_poll is not None:
-            on_poll(history)
-        if done(history):
-            return history
-        time.sleep(0.2)
-    seen = "" if traffic is None else f"; traffic: {traffic.describe()}"
-    raise AssertionError(f"timed out: {history.get('status')}{seen}")
-
-
-class Traffic:
-    """The drifting-traffic worker in a thread; ``shift[0]`` moves the inputs."""
-
-    def __init__(self, url: str):
-        self.stop, self.shift, self.failures, self.sent = threading.Event(), [0.0], [], []
-        self.thread = threading.Thread(target=drifting_traffic,
-                                       args=(url, self.stop, self.shift, self.failures, self.sent))
-        self.thread.start()
-
-    def end(self) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def describe(self) -> str:
-        alive = "running" if self.thread.is_alive() else "STOPPED"
-        return f"{alive}, {len(self.sent)} requests, {len(self.failures)} failed {self.failures[:3]}"
 
 
 def test_drift_after_promotion_makes_the_guard_roll_back_within_two_windows(serve_instance, onnx_models, tmp_path):

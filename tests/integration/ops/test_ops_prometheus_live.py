@@ -12,19 +12,16 @@ API: none may error, each must return data; the values are printed.
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 from gateway_support import FEATURES, deploy, gateway_config, post_predict, wait_ready
+from prometheus_support import query, running_prometheus
 from run_loadtest import run_locust, verdict
 
-from gateway.serve.local import free_port
 from kdgate.ops.alerts import AlertThresholds, alert_rules, rules_file
 from kdgate.ops.dashboards import panel_queries
 
@@ -76,63 +73,9 @@ def ops_gateway(serve_instance, onnx_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prometheus(serve_instance, tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed: `make system-deps` installs Debian's prometheus package")
-    work = tmp_path_factory.mktemp("prometheus")
-    target = serve_instance["metrics_url"].split("/")[2]
-    (work / "rules.yaml").write_text(yaml.safe_dump(rules_file(LIVE, interval="1s"), sort_keys=False))
-    (work / "prometheus.yml").write_text(yaml.safe_dump({
-        # Rules every second; scrapes every 3 s with a 3 s timeout: late in a full test run the
-        # session's Ray export port holds every app's series and one scrape took over 1 s (the
-        # timeout a 1 s interval implies), so the target never came up.
-        "global": {"scrape_interval": "3s", "scrape_timeout": "3s", "evaluation_interval": "1s"},
-        "rule_files": [str(work / "rules.yaml")],
-        "scrape_configs": [{"job_name": "kdgate", "static_configs": [{"targets": [target]}]}],
-    }))
-    port = free_port()
-    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=(work / "prometheus.log").open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_first_scrape(url, proc, work / "prometheus.log")
+    with running_prometheus(serve_instance["metrics_url"], tmp_path_factory.mktemp("prometheus"),
+                            rules=rules_file(LIVE, interval="1s")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-def _wait_for_first_scrape(url: str, proc: subprocess.Popen, log, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            up = httpx.get(f"{url}/api/v1/query", params={"query": 'up{job="kdgate"} == 1'}, timeout=2).json()
-            if up["data"]["result"]:
-                return
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"prometheus did not scrape the gateway's metrics port within {timeout_s:.0f} s: "
-                f"{_target_health(url)}\n{log.read_text()[-2000:]}")
-
-
-def _target_health(url: str) -> str:
-    """The scrape target's health, last error and last scrape duration, as Prometheus reports them."""
-    try:
-        targets = httpx.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-    except (httpx.HTTPError, ValueError, KeyError) as err:
-        return f"targets unreadable ({err!r})"
-    return "; ".join(f"{t.get('scrapeUrl')}: {t.get('health')}, last error {t.get('lastError')!r}, "
-                     f"last scrape {t.get('lastScrapeDuration')} s" for t in targets) or "no targets"
-
-
-def query(prometheus: str, promql: str) -> list[dict]:
-    """An instant query; fails the test on any error Prometheus reports."""
-    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10)
-    body = response.json()
-    assert response.status_code == 200 and body["status"] == "success", f"{promql}\n-> {body}"
-    return body["data"]["result"]
 
 
 def has_data(result: list[dict]) -> bool:

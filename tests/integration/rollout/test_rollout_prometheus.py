@@ -46,7 +46,6 @@ class Exporter:
                                  buckets=LATENCY_BUCKETS_S, registry=r)
         self.comparisons = Counter("ray_kdgate_comparisons", "", ["variant", "model", "outcome"], registry=r)
         self.kl = Histogram("ray_kdgate_kl_divergence", "", ["variant", "model"], registry=r)
-        self.busy = Counter("ray_kdgate_busy_seconds", "", ["variant", "model"], registry=r)
         self.predictions = Counter("ray_kdgate_predictions", "", ["variant", "model", "class"], registry=r)
         self.input_bins = Counter("ray_kdgate_input_bin", "", ["model", "feature", "bin"], registry=r)
         self.port = _free_port()
@@ -58,7 +57,6 @@ class Exporter:
             self.requests.labels(variant, route, MODEL, "ok").inc(n * scale)
             self.requests.labels(variant, route, MODEL, "error").inc(0)
             self.rows.labels(variant, route, MODEL).inc(n * scale)
-            self.busy.labels(variant, MODEL).inc(n * scale * secs)
             latency = self.latency.labels(variant, route, MODEL)  # created even when scale is 0
             for _ in range(n * scale):
                 latency.observe(secs)
