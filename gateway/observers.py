@@ -44,6 +44,13 @@ class Observers:
         # A second, short window just for the cost gauges; reset every COST_WINDOW_S.
         self._cost_window = WindowStats(clock=clock)
         self._cost_window_start = clock()
+        if metrics is not None:
+            metrics.export_counts(self._drift_counts)
+
+    def _drift_counts(self):
+        """The window stats' class counts and input bins so far (None before a config)."""
+        stats = self.stats
+        return stats.drift_counts() if stats is not None else None
 
     def config_applied(self, config: GatewayConfig) -> None:
         """Point the sinks at the new config (capture dir, audit path, weight gauges)."""
@@ -101,15 +108,12 @@ class Observers:
     def _record_io(self, variant: str, route: str, x: np.ndarray | None, y: np.ndarray) -> None:
         # Inputs once per request (primary); predictions on both routes, so a student in
         # shadow has a class distribution for the output-drift gate before it serves.
-        # The same counts go to the metrics: a rollout reading Prometheus judges drift from them.
+        # The metrics export these counts once a second (GatewayMetrics.export_counts), off the
+        # request path: a rollout reading Prometheus judges drift from them.
         if route == PRIMARY and x is not None:
-            bins = self.stats.record_inputs(variant, x)
-            if bins and self.metrics:
-                self.metrics.observe_input_bins(bins)
+            self.stats.record_inputs(variant, x)
         if self._config.task == "classification" and y.ndim == 2:
-            counts = self.stats.record_outputs(variant, np.argmax(y, axis=1))
-            if counts and self.metrics:
-                self.metrics.observe_classes(variant, counts)
+            self.stats.record_outputs(variant, np.argmax(y, axis=1))
 
     def overhead(self, variant: str, seconds: float) -> None:
         """The gateway's own seconds (parse, routing, encoding) in a request ``variant`` answered."""

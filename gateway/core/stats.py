@@ -169,24 +169,22 @@ class WindowStats:
             for key, value in sums.items():
                 _add(pair, key, float(value))
 
-    def record_outputs(self, variant: str, predicted_classes: np.ndarray) -> list[int]:
-        """Predicted classes (argmax) ``variant`` answered with, for output drift; returns the rows per class added."""
+    def record_outputs(self, variant: str, predicted_classes: np.ndarray) -> None:
+        """Predicted classes (argmax) ``variant`` answered with, for output drift."""
         classes = np.asarray(predicted_classes, dtype=np.int64).ravel()
         if classes.size == 0:
-            return []
+            return
         if classes.min() < 0:
             raise GatewayError(f"record_outputs: negative class index {int(classes.min())}")
         counts = np.bincount(classes)
         with self._lock:
             entry = self._variant(variant)
             entry["class_counts"] = _add_lists(entry["class_counts"], counts.tolist())
-        return counts.tolist()
 
-    def record_inputs(self, variant: str, x: np.ndarray) -> list[list[int]]:
-        """Bin each flattened feature of ``x`` ``[rows, *features]`` with the reference edges; returns
-        the rows per bin added, per feature (empty without edges)."""
+    def record_inputs(self, variant: str, x: np.ndarray) -> None:
+        """Bin each flattened feature of ``x`` ``[rows, *features]`` with the reference edges."""
         if self._edges is None:
-            return []
+            return
         flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         if flat.shape[1] != len(self._edges):
             raise GatewayError(f"record_inputs: {flat.shape[1]} features, reference edges have {len(self._edges)}")
@@ -195,7 +193,16 @@ class WindowStats:
         with self._lock:
             entry = self._variant(variant)
             entry["input_bins"] = _add_lists(entry["input_bins"], bins)
-        return bins
+
+    def drift_counts(self) -> tuple[float, dict[str, list[int]], list[list[int]]]:
+        """``(started_at, {variant: rows per predicted class}, rows per input bin per feature)`` so
+        far: what the drift gates judge, for the metrics' exporter (cumulative; the input bins of
+        every variant summed, inputs being one traffic whoever answered them)."""
+        with self._lock:
+            bins: list = []
+            for entry in self._variants.values():
+                bins = _add_lists(bins, entry["input_bins"])
+            return self._started_at, {v: list(e["class_counts"]) for v, e in self._variants.items()}, bins
 
     def quantile(self, variant: str, route: str, q: float) -> float | None:
         """Latency quantile of one variant and route so far (None without requests)."""

@@ -82,22 +82,35 @@ def test_class_counts_and_input_bins_reach_their_counters():
     metrics.close()
 
 
-def test_observers_send_the_window_stats_class_counts_and_input_bins_to_the_metrics():
-    from types import SimpleNamespace
-    from unittest import mock
-
+def test_the_window_stats_counts_reach_the_counters_once_per_flush_as_growth():
+    # Off the request path: each flush exports what the cumulative counts grew by since the last.
     import numpy as np
 
     from gateway.core.stats import WindowStats
-    from gateway.observers import Observers
 
-    metrics = mock.Mock(spec=GatewayMetrics)
-    observers = Observers(metrics=metrics)
-    observers._config = SimpleNamespace(task="classification")
-    observers.stats = WindowStats(input_edges=[[0.0], [0.0]], n_classes=3)
+    metrics = GatewayMetrics(model="m")
+    metrics.predictions, metrics.input_bins = RecordingCounter(), RecordingCounter()
+    stats = WindowStats(input_edges=[[0.0], [0.0]], n_classes=3)
+    metrics.export_counts(stats.drift_counts)
     x = np.array([[-1.0, 1.0], [1.0, 1.0], [2.0, -3.0]])
-    y = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    observers.request("student", "primary", 0.001, ok=True, rows=3, x=x, y=y)
-    observers.request("teacher", "shadow", 0.001, ok=True, rows=3, x=x, y=y)   # inputs once, on primary
-    metrics.observe_input_bins.assert_called_once_with([[1, 2], [1, 2]])
-    assert metrics.observe_classes.call_args_list == [mock.call("student", [1, 2]), mock.call("teacher", [1, 2])]
+    stats.record_inputs("student", x)
+    stats.record_outputs("student", np.array([1, 1, 0]))
+    stats.record_outputs("teacher", np.array([1, 1, 0]))   # a shadow answer: classes, no inputs
+    metrics.flush()
+    assert sorted((c[1]["variant"], c[1]["class"], c[0]) for c in metrics.predictions.calls) == [
+        ("student", "0", 1), ("student", "1", 2), ("teacher", "0", 1), ("teacher", "1", 2)]
+    assert sorted((c[1]["feature"], c[1]["bin"], c[0]) for c in metrics.input_bins.calls) == [
+        ("0", "0", 1), ("0", "1", 2), ("1", "0", 1), ("1", "1", 2)]
+    metrics.predictions.calls.clear(), metrics.input_bins.calls.clear()
+    metrics.flush()                                            # nothing new: nothing written
+    assert metrics.predictions.calls == [] and metrics.input_bins.calls == []
+    stats.record_inputs("teacher", x[:1])
+    metrics.flush()
+    assert [(c[1]["feature"], c[1]["bin"], c[0]) for c in metrics.input_bins.calls] == [("0", "0", 1), ("1", "1", 1)]
+    restarted = WindowStats(input_edges=[[0.0], [0.0]], n_classes=3)   # a new config: counts from zero
+    restarted.record_outputs("student", np.array([2]))
+    metrics.export_counts(restarted.drift_counts)
+    metrics.predictions.calls.clear()
+    metrics.flush()
+    assert [(c[1]["class"], c[0]) for c in metrics.predictions.calls] == [("2", 1)]
+    metrics.close()
