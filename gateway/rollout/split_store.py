@@ -154,8 +154,8 @@ class SharedConfig:
 
     def _write(self, make, *, source: str, actor: str) -> dict[str, Any] | None:
         with self._lock:
-            self.store.update(make, source=source, actor=actor)
-            return self._remember(self.store.latest())
+            row = self.store.update(make, source=source, actor=actor)
+            return self._remember(row if row is not None else self.store.latest())
 
     def change(self, overlay: dict[str, Any], *, source: str, actor: str) -> dict[str, Any]:
         """Merge ``overlay`` into the config in force and record it (422 invalid, 409 rollout's split)."""

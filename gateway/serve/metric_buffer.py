@@ -60,16 +60,6 @@ class MetricBuffer:
             self._sinks[key[0]] = sink
             self._counts[key] = self._counts.get(key, 0) + value
 
-    def inc_many(self, sink: CounterSink, items: list[tuple[float, dict[str, str]]]) -> None:
-        """:meth:`inc` of each ``(value, tags)`` under one lock (e.g. a histogram of input bins)."""
-        sink_id = id(sink)
-        with self._lock:
-            self._sinks[sink_id] = sink
-            counts = self._counts
-            for value, tags in items:
-                key = (sink_id, tuple(tags.items()))
-                counts[key] = counts.get(key, 0) + value
-
     def observe(self, sink: HistogramSink, value: float, tags: dict[str, str]) -> None:
         """Queue one observation of ``value`` for ``sink``'s series ``tags``."""
         key = (id(sink), tuple(tags.items()))

@@ -100,7 +100,6 @@ class GatewayMetrics:
         self.input_bins = Counter("kdgate_input_bin_total", tag_keys=("model", "feature", "bin"),
                                   description="Live input rows per feature and reference bin "
                                               "(numpy.digitize with the manifest's edges).")
-        self._bin_tags: dict[tuple[int, int], dict[str, str]] = {}
         self.shadow_dropped = Counter(
             "kdgate_shadow_dropped_total",
             description="Shadow work dropped, by reason (queue_full|timeout|error|superseded: queued before a redeploy replaced the model).",
@@ -152,11 +151,10 @@ class GatewayMetrics:
         self._counts_source = read
 
     def _export_count_growth(self) -> None:
-        read = self._counts_source
-        current = read() if read is not None else None
-        if current is None:
-            return
         with self._export_lock:  # the flusher thread and an explicit flush()
+            current = self._counts_source() if self._counts_source is not None else None
+            if current is None:
+                return
             started, classes, bins = current
             last_started, last_classes, last_bins = self._exported
             if started != last_started:
@@ -209,16 +207,11 @@ class GatewayMetrics:
                 self._buffer.inc(self.predictions, n, self._tags(variant, **{"class": str(c)}))
 
     def observe_input_bins(self, bins) -> None:
-        """Live input rows per feature and reference bin (``bins[feature][bin]``), once per request."""
-        items = []
+        """Live input rows per feature and reference bin (``bins[feature][bin]``)."""
         for f, row in enumerate(bins):
             for b, n in enumerate(row):
                 if n:
-                    tags = self._bin_tags.get((f, b))
-                    if tags is None:
-                        tags = self._bin_tags[(f, b)] = {"model": self.model, "feature": str(f), "bin": str(b)}
-                    items.append((n, tags))
-        self._buffer.inc_many(self.input_bins, items)
+                    self._buffer.inc(self.input_bins, n, {"model": self.model, "feature": str(f), "bin": str(b)})
 
     def shadow_drop(self, variant: str, reason: str) -> None:
         """Shadow work that was not done (queue full, timeout, backend error)."""
