@@ -48,9 +48,16 @@ class Observers:
             metrics.export_counts(self._drift_counts)
 
     def _drift_counts(self):
-        """The window stats' class counts and input bins so far (None before a config)."""
-        stats = self.stats
-        return stats.drift_counts() if stats is not None else None
+        """The window stats' class counts and input bins so far (None before a config).
+
+        Input bins (features x bins series) only where the rollout reads Prometheus, their one reader.
+        """
+        stats, config = self.stats, self._config
+        if stats is None:
+            return None
+        started, classes, bins = stats.drift_counts()
+        wanted = config is not None and config.rollout is not None and config.rollout.source == "prometheus"
+        return started, classes, bins if wanted else []
 
     def config_applied(self, config: GatewayConfig) -> None:
         """Point the sinks at the new config (capture dir, audit path, weight gauges)."""

@@ -15,7 +15,10 @@ windows. ``kdgate_gateway_overhead_seconds`` is the replica's own share of a req
 
 Per-request writes go to a :class:`~gateway.serve.metric_buffer.MetricBuffer` and reach
 Ray once a second from a flusher thread (:meth:`GatewayMetrics.close` flushes the rest);
-the rarely-set gauges are written directly.
+the rarely-set gauges are written directly. ``kdgate_predictions_total`` and
+``kdgate_input_bin_total`` (the drift gates' counts) come from one exporter actor per cluster
+instead, tagged ``application``, ``deployment`` and ``model`` (:mod:`gateway.serve.count_exporter`
+says why); input bins only for applications whose rollout reads Prometheus.
 
 Example::
 
@@ -91,15 +94,6 @@ class GatewayMetrics:
             "kdgate_kl_divergence", description="KL(teacher || student) per compared row, nats.",
             boundaries=list(KL_BUCKETS), tag_keys=("variant", "model"),
         )
-        # What the rollout's output- and input-drift gates judge when it reads Prometheus
-        # (``rollout.source: prometheus``): the embedded source reads the same counts from the
-        # replicas' window stats. Input bins are per model (inputs are counted once, on the
-        # primary route), with the student manifest's reference edges: features x bins series.
-        self.predictions = Counter("kdgate_predictions_total", tag_keys=("variant", "model", "class"),
-                                   description="Answered rows by variant and predicted class (argmax).")
-        self.input_bins = Counter("kdgate_input_bin_total", tag_keys=("model", "feature", "bin"),
-                                  description="Live input rows per feature and reference bin "
-                                              "(numpy.digitize with the manifest's edges).")
         self.shadow_dropped = Counter(
             "kdgate_shadow_dropped_total",
             description="Shadow work dropped, by reason (queue_full|timeout|error|superseded: queued before a redeploy replaced the model).",
@@ -130,6 +124,8 @@ class GatewayMetrics:
             boundaries=list(LATENCY_BUCKETS_S), tag_keys=("variant", "model"),
         )
         self._counts_source: Callable[[], DriftCounts | None] | None = None
+        # Receives the counts' growth: (classes, bins) -> None; a RemoteCounts once first needed.
+        self.count_sink: Callable[[dict[str, list[int]], list[list[int]]], None] | None = None
         self._exported: DriftCounts = (None, {}, [])
         self._export_lock = threading.Lock()
         self._flusher = Flusher(self.flush, interval_s=flush_interval_s).start()
@@ -140,13 +136,16 @@ class GatewayMetrics:
         return self._buffer.flush()
 
     def export_counts(self, read: Callable[[], DriftCounts | None]) -> None:
-        """From now on each flush adds to ``kdgate_predictions_total`` / ``kdgate_input_bin_total``
-        what the cumulative counts ``read()`` returns grew by since the previous flush.
+        """From now on each flush sends ``count_sink`` what the cumulative counts ``read()`` returns
+        grew by since the previous flush: ``kdgate_predictions_total`` and ``kdgate_input_bin_total``,
+        what the rollout's drift gates judge when it reads Prometheus (``rollout.source: prometheus``).
 
         ``read()`` gives ``(started_at, {variant: rows per class}, rows per bin per feature)``
         (:meth:`gateway.core.stats.WindowStats.drift_counts`); a new ``started_at`` (new window
         stats after a config change) counts from zero. Once a second instead of per request: a
         32-row request over 40 features is 400 label sets, about 180 us of Python on the request path.
+        The sink is the cluster's one exporter (:mod:`gateway.serve.count_exporter`), not this
+        replica's own counters: per-replica series would outgrow Ray's metrics agent.
         """
         self._counts_source = read
 
@@ -159,10 +158,14 @@ class GatewayMetrics:
             last_started, last_classes, last_bins = self._exported
             if started != last_started:
                 last_classes, last_bins = {}, []
-            for variant, counts in classes.items():
-                self.observe_classes(variant, _growth(counts, last_classes.get(variant, [])))
-            self.observe_input_bins([_growth(row, last_bins[f] if f < len(last_bins) else [])
-                                     for f, row in enumerate(bins)])
+            class_growth = {v: _growth(counts, last_classes.get(v, [])) for v, counts in classes.items()}
+            bin_growth = [_growth(row, last_bins[f] if f < len(last_bins) else []) for f, row in enumerate(bins)]
+            if any(map(any, class_growth.values())) or any(map(any, bin_growth)):
+                if self.count_sink is None:
+                    from gateway.serve.count_exporter import RemoteCounts
+
+                    self.count_sink = RemoteCounts(self.model)
+                self.count_sink({v: g for v, g in class_growth.items() if any(g)}, bin_growth)
             self._exported = current
 
     def close(self) -> None:
@@ -199,19 +202,6 @@ class GatewayMetrics:
         tags = self._tags(student)
         for kl in kls:
             self._buffer.observe(self.kl, kl, tags)
-
-    def observe_classes(self, variant: str, counts) -> None:
-        """Rows ``variant`` answered per predicted class (``counts[c]``: rows predicted as class c)."""
-        for c, n in enumerate(counts):
-            if n:
-                self._buffer.inc(self.predictions, n, self._tags(variant, **{"class": str(c)}))
-
-    def observe_input_bins(self, bins) -> None:
-        """Live input rows per feature and reference bin (``bins[feature][bin]``)."""
-        for f, row in enumerate(bins):
-            for b, n in enumerate(row):
-                if n:
-                    self._buffer.inc(self.input_bins, n, {"model": self.model, "feature": str(f), "bin": str(b)})
 
     def shadow_drop(self, variant: str, reason: str) -> None:
         """Shadow work that was not done (queue full, timeout, backend error)."""

@@ -138,6 +138,10 @@ def test_v2_takes_its_traffic_from_the_stable_v1_and_a_rollback_leaves_v1_at_100
     traffic = Traffic(url)
     try:
         wait_for(url, lambda h: h["status"]["phase"] == "Guarding", traffic=traffic)
+        # The replica that answered serves v1 at 100 %; the other follows within a sync period
+        # (0.5 s). A poll before then would see v1's last canary step, which is not v2's rollout.
+        wait_for(url, lambda h: h["split_in_force"] == {"teacher": 0.0, "v1": 100.0, "v2": 0.0}, traffic=traffic)
+        time.sleep(1.5)
         # A new config names v2 as the candidate (v1 serves everything, as the file now says).
         poller = SplitPoller(url)
         redeploy(lifecycle_config(onnx_models, tmp_path, candidate="v2", weights={"v1": 100}))

@@ -26,18 +26,7 @@ from gateway_support import (
 )
 from prometheus_support import query, running_prometheus
 
-pytestmark = [
-    pytest.mark.integration, pytest.mark.slow,
-    # Passes alone and beside the other rollout tests and the ops live test; in the full suite
-    # the input-drift gate had no data ("0 of 150 input rows") while every other gate had. Most
-    # likely (not yet verified): Ray records metrics through the OpenTelemetry SDK, whose default
-    # limit is 2,000 series per instrument, and kdgate_input_bin_total carries Serve's replica
-    # tag, so every Gateway replica of the session adds features x bins (440) series and later
-    # replicas' series go to the overflow series. A real cluster that replaces Gateway replicas for weeks meets the
-    # same limit: the counter needs to lose its per-replica labels (open, issue 14).
-    pytest.mark.xfail(strict=False, reason="input-bin series past OpenTelemetry's 2,000-series limit "
-                                           "late in a full run (Serve's per-replica tags)"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 APP, MODEL = "promsrc", "promsrc1d"
 INTERVAL_S = 10.0
@@ -135,6 +124,10 @@ def test_a_healthy_student_is_promoted_from_prometheus_data(rollout_app, prometh
     assert {name for name, s in last.items() if s == "passed"} >= {
         "agreement", "kl", "latency", "error_rate", "output_drift", "input_drift", "cost"}, last
     assert traffic.failures == []
+    # The input bins come from the cluster's one count exporter: no replica label, one process.
+    # Per-replica series once filled Ray's 2,000 series per metric after four replica lifetimes.
+    exporters = query(prometheus, f'count by (WorkerId, replica) (ray_kdgate_input_bin_total{{model="{MODEL}"}})')
+    assert [s["metric"].get("replica") for s in exporters] == [None], exporters
 
 
 def test_drift_makes_the_guard_roll_back_from_prometheus_data(rollout_app):

@@ -63,33 +63,48 @@ def test_every_series_the_prometheus_rollout_source_reads_is_one_the_gateway_exp
     # ray_kdgate_input_bin_total, which no replica exported: with rollout.source prometheus the
     # drift gates never had data, so no rollout could pass a check, and the cost gate had no busy time.
     from gateway.rollout.prometheus_source import METRICS
+    from gateway.serve.count_exporter import CountExporter
 
-    exported = _exported_names(GatewayMetrics(model="m"))
+    exported = _exported_names(GatewayMetrics(model="m")) | _exported_names(CountExporter())
     assert set(METRICS.values()) <= exported, set(METRICS.values()) - exported
 
 
-def test_class_counts_and_input_bins_reach_their_counters():
-    metrics = GatewayMetrics(model="m")
-    metrics.predictions, metrics.input_bins = RecordingCounter(), RecordingCounter()
-    metrics.observe_classes("student", [3, 0, 2])
-    metrics.observe_input_bins([[1, 0], [0, 1]])
-    metrics.observe_input_bins([[1, 0], [0, 1]])
-    metrics.flush()
-    assert sorted((c[1]["class"], c[0]) for c in metrics.predictions.calls) == [("0", 3), ("2", 2)]
-    assert all(c[1]["variant"] == "student" and c[1]["model"] == "m" for c in metrics.predictions.calls)
-    assert sorted((c[1]["feature"], c[1]["bin"], c[0]) for c in metrics.input_bins.calls) == [
-        ("0", "0", 2), ("1", "1", 2)]
-    metrics.close()
+def test_the_exporter_counts_classes_and_input_bins_under_the_application_not_the_replica():
+    from gateway.serve.count_exporter import CountExporter
+
+    exporter = CountExporter()
+    exporter.predictions, exporter.input_bins = RecordingCounter(), RecordingCounter()
+    tags = {"application": "kdgate", "deployment": "Gateway", "model": "m"}
+    exporter.add(tags, {"student": [3, 0, 2]}, [[1, 0], [0, 1]])
+    exporter.add(tags, {}, [[1, 0], [0, 1]])
+    assert sorted((c[1]["class"], c[0]) for c in exporter.predictions.calls) == [("0", 3), ("2", 2)]
+    assert all(c[1] == {**tags, "variant": "student", "class": c[1]["class"]} for c in exporter.predictions.calls)
+    assert sorted((c[1]["feature"], c[1]["bin"], c[0]) for c in exporter.input_bins.calls) == [
+        ("0", "0", 1), ("0", "0", 1), ("1", "1", 1), ("1", "1", 1)]
+    assert {frozenset(c[1]) for c in exporter.input_bins.calls} == {frozenset({*tags, "feature", "bin"})}
 
 
-def test_the_window_stats_counts_reach_the_counters_once_per_flush_as_growth():
+class RecordingSink:
+    def __init__(self):
+        self.classes: list[tuple[str, str, int]] = []   # (variant, class, n)
+        self.bins: list[tuple[str, str, int]] = []      # (feature, bin, n)
+
+    def __call__(self, classes, bins):
+        self.classes += [(v, str(c), n) for v, counts in classes.items() for c, n in enumerate(counts) if n]
+        self.bins += [(str(f), str(b), n) for f, row in enumerate(bins) for b, n in enumerate(row) if n]
+
+    def clear(self):
+        self.classes.clear(), self.bins.clear()
+
+
+def test_the_window_stats_counts_reach_the_exporter_once_per_flush_as_growth():
     # Off the request path: each flush exports what the cumulative counts grew by since the last.
     import numpy as np
 
     from gateway.core.stats import WindowStats
 
     metrics = GatewayMetrics(model="m")
-    metrics.predictions, metrics.input_bins = RecordingCounter(), RecordingCounter()
+    metrics.count_sink = sink = RecordingSink()
     stats = WindowStats(input_edges=[[0.0], [0.0]], n_classes=3)
     metrics.export_counts(stats.drift_counts)
     x = np.array([[-1.0, 1.0], [1.0, 1.0], [2.0, -3.0]])
@@ -97,20 +112,43 @@ def test_the_window_stats_counts_reach_the_counters_once_per_flush_as_growth():
     stats.record_outputs("student", np.array([1, 1, 0]))
     stats.record_outputs("teacher", np.array([1, 1, 0]))   # a shadow answer: classes, no inputs
     metrics.flush()
-    assert sorted((c[1]["variant"], c[1]["class"], c[0]) for c in metrics.predictions.calls) == [
-        ("student", "0", 1), ("student", "1", 2), ("teacher", "0", 1), ("teacher", "1", 2)]
-    assert sorted((c[1]["feature"], c[1]["bin"], c[0]) for c in metrics.input_bins.calls) == [
-        ("0", "0", 1), ("0", "1", 2), ("1", "0", 1), ("1", "1", 2)]
-    metrics.predictions.calls.clear(), metrics.input_bins.calls.clear()
-    metrics.flush()                                            # nothing new: nothing written
-    assert metrics.predictions.calls == [] and metrics.input_bins.calls == []
+    assert sorted(sink.classes) == [("student", "0", 1), ("student", "1", 2), ("teacher", "0", 1), ("teacher", "1", 2)]
+    assert sorted(sink.bins) == [("0", "0", 1), ("0", "1", 2), ("1", "0", 1), ("1", "1", 2)]
+    sink.clear()
+    metrics.flush()                                            # nothing new: nothing sent
+    assert sink.classes == [] and sink.bins == []
     stats.record_inputs("teacher", x[:1])
     metrics.flush()
-    assert [(c[1]["feature"], c[1]["bin"], c[0]) for c in metrics.input_bins.calls] == [("0", "0", 1), ("1", "1", 1)]
+    assert sink.bins == [("0", "0", 1), ("1", "1", 1)]
     restarted = WindowStats(input_edges=[[0.0], [0.0]], n_classes=3)   # a new config: counts from zero
     restarted.record_outputs("student", np.array([2]))
     metrics.export_counts(restarted.drift_counts)
-    metrics.predictions.calls.clear()
+    sink.clear()
     metrics.flush()
-    assert [(c[1]["class"], c[0]) for c in metrics.predictions.calls] == [("2", 1)]
+    assert sink.classes == [("student", "2", 1)]
     metrics.close()
+
+
+def test_input_bins_are_exported_only_where_the_rollout_reads_prometheus():
+    # features x bins series: only the Prometheus rollout source reads them; class counts always go.
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gateway.core.stats import WindowStats
+    from gateway.observers import Observers
+
+    sent = {}
+    for source in ("embedded", "prometheus", None):
+        metrics = GatewayMetrics(model="m")
+        metrics.count_sink = sink = RecordingSink()
+        observers = Observers(metrics=metrics)
+        observers.stats = WindowStats(input_edges=[[0.0]], n_classes=2)
+        observers._config = SimpleNamespace(rollout=None if source is None else SimpleNamespace(source=source))
+        observers.stats.record_inputs("student", np.array([[1.0]]))
+        observers.stats.record_outputs("student", np.array([1]))
+        metrics.flush()
+        metrics.close()
+        sent[source] = (sink.classes, sink.bins)
+    assert sent == {"embedded": ([("student", "1", 1)], []), None: ([("student", "1", 1)], []),
+                    "prometheus": ([("student", "1", 1)], [("0", "1", 1)])}
