@@ -123,6 +123,26 @@ def test_outputs_and_inputs_are_binned():
         stats.record_inputs("student", np.zeros((1, 3)))
 
 
+def test_input_bins_equal_numpy_digitize_per_feature():
+    # The bins are computed for all features at once; numpy.digitize per feature is the reference,
+    # with edges of different lengths, repeated edges, values on an edge, +-inf and NaN.
+    rng = np.random.default_rng(3)
+    edges = [np.sort(rng.normal(size=n)).tolist() for n in (1, 4, 9, 9)] + [[-1.0, 0.0, 0.0, 2.0]]
+    x = rng.normal(size=(300, len(edges)))
+    x[:5, 4] = [0.0, -1.0, 2.0, np.inf, -np.inf]
+    x[5:8, 1] = [edges[1][0], np.nan, edges[1][3]]
+    stats = WindowStats(input_edges=edges, clock=FakeClock())
+    stats.record_inputs("student", x[:20])     # the broadcast comparison (small requests)
+    stats.record_inputs("student", x[20:120])  # a binary search per feature (big batches)
+    stats.record_inputs("teacher", x[120:])
+    expected = [np.bincount(np.digitize(x[:, f], e), minlength=len(e) + 1).tolist() for f, e in enumerate(edges)]
+    variants = stats.snapshot()["variants"]
+    summed = [[a + b for a, b in zip(s, t)]
+              for s, t in zip(variants["student"]["input_bins"], variants["teacher"]["input_bins"])]
+    assert summed == expected
+    assert stats.drift_counts()[2] == expected
+
+
 def test_snapshot_is_json_and_a_copy():
     stats = WindowStats(clock=FakeClock())
     stats.record_request("s", PRIMARY, 0.01, ok=True, rows=1)
