@@ -80,13 +80,16 @@ def demo_or_tiny_models(args, tmp: pathlib.Path) -> tuple[str, str, int]:
 
 
 def _gateway_config(student: str, teacher: str, tmp: pathlib.Path, *, batching: bool) -> dict:
+    """The student's manifest (the demo's, when its models are used) switches on what production
+    runs per request: input binning against its training reference, for the drift gates."""
+    manifest = pathlib.Path(student).with_name("manifest.json")
     return {
         "model_name": "bench",
         "variants": [
             {"name": "teacher", "role": "teacher", "backend": "onnx", "model_path": teacher, "device": "cpu",
              "batching": {"enabled": batching, "max_batch_size": 32, "wait_timeout_s": 0.002}},
             {"name": "student", "role": "student", "backend": "onnx", "model_path": student, "device": "cpu",
-             "colocated": True},
+             "colocated": True, **({"manifest_path": str(manifest)} if manifest.exists() else {})},
         ],
         "routing": {"weights": PATHS["student"]},
         "shadow": {"fraction": 0.0, "canary_compare_fraction": 0.0, "queue_size": 64},
