@@ -70,6 +70,11 @@ def _splits(url: str, reads: int = 12) -> set[float]:
             for _ in range(reads)}
 
 
+def _seconds(value: float | None) -> str:
+    """``12.3 s``; None: not seen while the test watched (Serve can recover before Ray marks the node dead)."""
+    return "not seen" if value is None else f"{value:.1f} s"
+
+
 def _wait(predicate, timeout_s: float, what: str):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -128,7 +133,7 @@ def test_losing_a_worker_node_under_load_fails_no_request_and_serve_reschedules(
     print(f"\nnode {victim} killed ({len(killed)} processes); placement before {before}, after {after}; "
           f"{len(sent)} requests ({len(sent) - sent_at_kill} after the kill, the kill at "
           f"{killed_at - started:.2f} s), {len(retried)} retried by the client {retried[:4]}, {len(failures)} failed "
-          f"{failures[:5]}; node declared dead after {dead_s}s; Serve recovered after {recovered_s}s; "
+          f"{failures[:5]}; node declared dead after {_seconds(dead_s)}; Serve recovered after {_seconds(recovered_s)}; "
           f"split after {split_after}; rollout after {rollout_after['phase']} {rollout_after['weight']} %")
     assert recovered_s is not None, f"Serve did not recover within 120 s: {after}"
     assert failures == [], failures[:10]
