@@ -79,7 +79,9 @@ def _latency(t: AlertThresholds) -> dict:
 
 
 def _shadow_drops(t: AlertThresholds) -> dict:
-    drops = q.rate_sum(q.SHADOW_DROPPED, ("model", "variant", "reason"), t.window, ALL_MODELS)
+    # "superseded": a redeploy replaced the model the queued work was for; expected, not a fault.
+    drops = q.rate_sum(q.SHADOW_DROPPED, ("model", "variant", "reason"), t.window, ALL_MODELS,
+                       'reason!="superseded"')
     return _rule("KdgateShadowDrops", f"{drops} > {t.max_shadow_drops_per_s:g}", t.hold, "warning",
                  "Shadow work for {{ $labels.variant }} is dropped ({{ $labels.reason }})",
                  "The shadow queue is full or shadow answers time out: comparisons (agreement, KL) are "
