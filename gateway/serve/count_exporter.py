@@ -12,7 +12,8 @@ So replicas send each flush's growth (once a second, fire and forget) to one det
 :class:`CountExporter`, which counts under ``application``, ``deployment`` and ``model`` only:
 the label sets are per application and model, however many replicas come and go. If the
 actor restarts (its node lost), its counters start again from zero under its new ``WorkerId``,
-which PromQL's ``increase()`` reads as a counter reset.
+which PromQL's ``increase()`` reads as a counter reset (checked by hand: a killed exporter
+restarted and lost no count; one killed for good was created again at the next send).
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ import logging
 
 log = logging.getLogger(__name__)
 
-ACTOR_NAME, NAMESPACE = "kdgate-count-exporter", "kdgate"
+# A detached actor keeps the code it was created with: a kdgate whose ``add`` changes bumps the
+# protocol, so its replicas create a new exporter instead of calling an old one forever.
+PROTOCOL = 1
+ACTOR_NAME, NAMESPACE = f"kdgate-count-exporter-v{PROTOCOL}", "kdgate"
 BASE_TAGS = ("application", "deployment", "model")
 
 
