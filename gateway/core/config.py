@@ -85,7 +85,7 @@ class VariantConfig(_Strict):
     colocated: bool = Field(
         False, description="Serve this onnx model in-process in the ingress replica (no hop): a student runs "
                            "inline (microseconds), a teacher in a thread of its own, so it never blocks the "
-                           "proxy path. For CPU deployments; a GPU teacher keeps its own deployment.")
+                           "proxy path (inline too when its calls take under 0.2 ms). For CPU deployments; a GPU teacher keeps its own deployment.")
     threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of a colocated model "
                                                      "(its CPU budget inside the ingress replica).")
     triton: TritonTarget | None = Field(None, description="Triton target; required when backend is triton.")

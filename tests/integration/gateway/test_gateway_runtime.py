@@ -14,7 +14,7 @@ from gateway_support import gateway_config, onnx_reference
 
 from gateway.core.errors import GatewayConfigError
 from gateway.observers import Observers
-from gateway.runtime import GatewayRuntime
+from gateway.runtime import INLINE_MAX_S, GatewayRuntime
 
 
 def _runtime(models, tmp_path, teacher_caller, **overrides):
@@ -138,6 +138,31 @@ def test_a_colocated_teacher_answers_in_its_own_thread_and_catches_a_failing_stu
         np.testing.assert_allclose(a.y, onnx_reference(onnx_models["teacher"], x), rtol=1e-5, atol=1e-6)
     assert runtime._teacher_thread._threads and all(
         t.name.startswith("kdgate-teacher") for t in runtime._teacher_thread._threads)
+
+
+def test_a_colocated_teacher_faster_than_a_thread_hand_off_runs_inline(onnx_models, tmp_path):
+    import threading
+
+    config = gateway_config(onnx_models, tmp_path)
+    config["variants"][0].update(colocated=True, threads=1, batching={"enabled": False})
+    config["routing"]["weights"] = {"teacher": 100, "student": 0}
+    runtime = GatewayRuntime(remote_callers={}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+    backend = runtime.state.local["teacher"]
+    threads = []
+    infer = backend.infer
+    backend.infer = lambda x: threads.append(threading.current_thread().name) or infer(x)
+    x = onnx_models["x"][:1]
+    answers = asyncio.run(_answers(runtime, x, 10))
+    print(f"colocated teacher: {runtime._teacher_row_s * 1e6:.0f} us per row, threads {threads}")
+    assert threads[0].startswith("kdgate-teacher")              # unknown speed: its own thread
+    assert runtime._teacher_row_s * len(x) < INLINE_MAX_S         # this test teacher is that fast
+    assert not any(t.startswith("kdgate-teacher") for t in threads[1:])   # then inline
+    for a in answers:
+        np.testing.assert_allclose(a.y, onnx_reference(onnx_models["teacher"], x), rtol=1e-5, atol=1e-6)
+    runtime._teacher_row_s = 1e-3                                 # a slow teacher: back to its thread
+    asyncio.run(_answers(runtime, x, 1))
+    assert threads[-1].startswith("kdgate-teacher")
 
 
 async def _answers(runtime, x, n):
