@@ -193,10 +193,12 @@ class WindowStats:
             return
         if classes.min() < 0:
             raise GatewayError(f"record_outputs: negative class index {int(classes.min())}")
-        counts = np.bincount(classes)
+        counts = np.bincount(classes).tolist()
         with self._lock:
-            entry = self._variant(variant)
-            entry["class_counts"] = _add_lists(entry["class_counts"], counts.tolist())
+            total = self._variant(variant)["class_counts"]
+            total.extend([0] * (len(counts) - len(total)))
+            for c, n in enumerate(counts):   # in place: on the request path
+                total[c] += n
 
     def record_inputs(self, variant: str, x: np.ndarray) -> None:
         """Bin each flattened feature of ``x`` ``[rows, *features]`` with the reference edges.
