@@ -233,8 +233,7 @@ class WindowStats:
         far: what the drift gates judge, for the metrics' exporter (cumulative; the input bins of
         every variant summed, inputs being one traffic whoever answered them)."""
         with self._lock:
-            totals = [b for b in self._bins.values()]
-            bins = self._bin_lists(sum(totals)) if totals else []
+            bins = self._bin_lists(sum(self._bins.values())) if self._bins else []
             return self._started_at, {v: list(e["class_counts"]) for v, e in self._variants.items()}, bins
 
     def quantile(self, variant: str, route: str, q: float) -> float | None:
