@@ -314,6 +314,14 @@ class EmbeddingConfig(_Strict):
     token_init: bool = Field(True, description="Start the student's token table from the teacher's embedding "
                              "of each table token on its own, PCA-projected to the table width (vocabulary "
                              "distillation); the no-teacher baselines always start random.")
+    token_vectors: Literal["alone", "in_context"] = Field(
+        "alone", description="Which teacher vectors token_init starts from: 'alone' (the teacher's embedding of "
+        "each table token on its own; cheap) or 'in_context' (the teacher's mean last hidden state over every "
+        "occurrence of the token in the transfer texts, one more teacher pass over them, cached; the table "
+        "gets their frequency-weighted PCA and the student's linear head is fitted by ridge regression to the "
+        "teacher's embeddings before training).")
+    head_ridge: float = Field(3e-5, ge=0, description="token_vectors in_context: ridge penalty (per transfer "
+                              "text) of the closed-form fit of the student's linear head.")
     top_k: int = Field(10, ge=1, le=100, description="Neighbours compared by the nearest-neighbour overlap "
                        "(teacher vs student top-k among the held-out texts).")
     export_teacher: bool = Field(True, description="Export the teacher to ONNX too (parity-checked), so "

@@ -27,7 +27,7 @@ import torch
 
 from distill import evaluate as ev
 from distill import export as ex
-from distill.cache import SoftLabelCache
+from distill.cache import SoftLabelCache, atomic_save, content_key
 from distill.config import DistillConfig
 from distill.data import UNLABELED
 from distill.embed_eval import embedding_metrics
@@ -37,7 +37,8 @@ from distill.pipeline import Reporter, SilentReporter, Timings, _epoch_bar
 from distill.report import json_safe
 from distill.text_int8 import INT8_BATCH, int8_lines, int8_records, manifest_int8, quantize_exports
 from distill.text_student import (WithClassifier, build_text_student, count_trainable, embed_ids,
-                                  init_from_token_vectors, table_tokens)
+                                  fit_linear_head, init_from_context_vectors, init_from_token_vectors,
+                                  table_tokens)
 from distill.textdata import TextDataset, load_text_dataset
 from distill.train import fit
 from distill.verdicts import embedding_verdicts
@@ -77,6 +78,35 @@ def prepare(config: DistillConfig, reporter: Reporter) -> Prepared:
     return Prepared(ds, teacher, ids, emb, {"hit": labels.hit, "key": labels.key, "path": str(labels.path)})
 
 
+def context_vectors(cache_dir: Path, teacher: HuggingFaceTeacher, ids: np.ndarray,
+                    tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``teacher.context_token_means(ids, tokens)``, cached on disk by teacher, texts and tokens."""
+    texts_and_tokens = ex.sha256_arrays(np.asarray(ids, np.int64), np.asarray(tokens, np.int64))
+    key = content_key("context-token-means-v1", teacher.identity, texts_and_tokens)
+    path = Path(cache_dir) / "token_vectors" / f"{key}.npy"
+    if not path.exists():
+        means, counts = teacher.context_token_means(ids, tokens)
+        atomic_save(path, lambda tmp: np.save(tmp, np.c_[means, counts]))
+    stored = np.load(path, allow_pickle=False)
+    return stored[:, :-1], stored[:, -1]
+
+
+def init_token_table(config: DistillConfig, teacher: HuggingFaceTeacher, student, ids: np.ndarray,
+                     emb: np.ndarray) -> None:
+    """The student's starting point from the teacher's token vectors (``embedding.token_vectors``).
+
+    ``alone``: each table token embedded on its own; ``in_context``: each token's mean hidden state
+    over ``ids`` (the transfer texts), then a ridge-fitted linear head onto ``emb`` (their embeddings).
+    """
+    tokens = table_tokens(student)
+    if config.embedding.token_vectors == "alone":
+        rows = teacher.token_inputs(tokens).astype(np.float32)
+        init_from_token_vectors(student, SoftLabelCache(config.cache_dir).get_or_compute(teacher, rows).logits)
+        return
+    init_from_context_vectors(student, *context_vectors(config.cache_dir, teacher, ids, tokens))
+    fit_linear_head(student, ids, emb, config.embedding.head_ridge)
+
+
 def train_models(config: DistillConfig, prep: Prepared, seed: int, reporter: Reporter) -> dict:
     """Student (distilled), baseline (labels only) and random (untrained) text models for one seed."""
     torch.set_num_threads(config.student_threads)
@@ -89,9 +119,7 @@ def train_models(config: DistillConfig, prep: Prepared, seed: int, reporter: Rep
     torch.manual_seed(seed)
     student = new_model()
     if config.embedding.token_init:
-        token_rows = prep.teacher.token_inputs(table_tokens(student))
-        vectors = SoftLabelCache(config.cache_dir).get_or_compute(prep.teacher, token_rows.astype(np.float32))
-        init_from_token_vectors(student, vectors.logits)
+        init_token_table(config, prep.teacher, student, transfer_ids, transfer_emb)
     y_transfer = np.concatenate([prep.ds.y_train, np.full(len(prep.ids["unlabeled"]), UNLABELED, np.int64)])
     fit(student, transfer_ids, y_transfer, transfer_emb, EmbeddingDistillation(config.embedding.mse_weight),
         config.student.train, seed, _epoch_bar(reporter, f"student (seed {seed})", config.student.train.epochs))

@@ -182,6 +182,31 @@ class HuggingFaceTeacher:
         rows = np.asarray([ids[:at] + [int(t)] + ids[at:] for t in token_ids], np.int64)
         return rows
 
+    def context_token_means(self, ids: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's mean last hidden state at every occurrence of each of ``tokens`` in ``ids``.
+
+        Returns float32 [len(tokens) + 1, dim] (the last row: every other non-pad token) and the
+        occurrence counts [len(tokens) + 1]; a token that never occurs gets the overall mean.
+        """
+        ids = np.asarray(ids, np.int64)
+        rows = np.full(self.tokenizer.vocab_size, len(tokens), np.int64)
+        rows[np.asarray(tokens, np.int64)] = np.arange(len(tokens))
+        sums = torch.zeros(len(tokens) + 1, self.dim, dtype=torch.float64)
+        counts = torch.zeros(len(tokens) + 1, dtype=torch.float64)
+        lengths = (ids != self.tokenizer.pad_id).sum(axis=1)
+        order = np.argsort(-lengths, kind="stable")
+        with torch.no_grad():
+            for start in range(0, len(ids), EMBED_BATCH):
+                batch = torch.from_numpy(ids[order[start:start + EMBED_BATCH], :max(1, int(lengths[order[start]]))])
+                keep = batch != self.tokenizer.pad_id
+                hidden = self.encoder.model(input_ids=batch, attention_mask=keep.long()).last_hidden_state
+                at = torch.from_numpy(rows)[batch[keep]]
+                sums.index_add_(0, at, hidden[keep].double())
+                counts.index_add_(0, at, torch.ones(len(at), dtype=torch.float64))
+        overall = sums.sum(dim=0) / counts.sum().clamp(min=1.0)
+        means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1.0)[:, None], overall)
+        return means.float().numpy(), counts.numpy()
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embeddings of raw texts (tokenised here)."""
         return self.predict(self.tokenizer.encode(texts))

@@ -25,18 +25,16 @@ from torch import nn
 
 from distill import evaluate as ev
 from distill import export as ex
-from distill.cache import SoftLabelCache
 from distill.config import DistillConfig
 from distill.data import UNLABELED
 from distill.embed_eval import PROBE_C, PROBE_MAX_ITER
-from distill.embed_pipeline import Prepared, _epoch_bar, export_models, prepare, start_run
+from distill.embed_pipeline import Prepared, _epoch_bar, export_models, init_token_table, prepare, start_run
 from distill.losses import ClassificationDistillation
 from distill.pipeline import Reporter, Timings
 from distill.report import json_safe, write_report
 from distill.text_classify_report import assemble_report, classification_manifest
 from distill.text_int8 import INT8_BATCH, int8_records
-from distill.text_student import (WithClassifier, build_text_student, count_trainable, embed_ids,
-                                  init_from_token_vectors, table_tokens)
+from distill.text_student import WithClassifier, build_text_student, count_trainable, embed_ids
 from distill.train import fit
 from distill.verdicts import classification_verdicts
 
@@ -75,9 +73,8 @@ def new_classifier(config: DistillConfig, prep: Prepared, seed: int, teacher_hea
     body = build_text_student(config.student.architecture, transfer_ids, tok.vocab_size, dim, tok.pad_id)
     model = WithClassifier(body, dim, len(prep.ds.class_labels))
     if teacher_head is not None and config.embedding.token_init:
-        rows = prep.teacher.token_inputs(table_tokens(body))
-        init_from_token_vectors(body, SoftLabelCache(config.cache_dir).get_or_compute(
-            prep.teacher, rows.astype(np.float32)).logits)
+        transfer_emb = np.concatenate([prep.emb["train"], prep.emb["unlabeled"]])
+        init_token_table(config, prep.teacher, body, transfer_ids, transfer_emb)
         model.head.load_state_dict(teacher_head.state_dict())
     return model
 

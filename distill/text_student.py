@@ -141,6 +141,43 @@ def init_from_token_vectors(model: BagOfTokens, vectors: np.ndarray) -> None:
     model.mlp[-1].bias.zero_()
 
 
+@torch.no_grad()
+def init_from_context_vectors(model: BagOfTokens, vectors: np.ndarray, counts: np.ndarray) -> None:
+    """Start the table from the teacher's in-context token vectors (their frequency-weighted PCA).
+
+    ``vectors`` [rows - 1, out_dim] are the teacher's mean last hidden state of each table token
+    (``table_tokens`` order), then of all other tokens (the shared row); ``counts`` their occurrences.
+    The table gets their centred coordinates on the top ``dim`` principal directions, weighted by
+    frequency so that common tokens are kept best; the head is left to ``fit_linear_head``.
+    """
+    vectors, counts = np.asarray(vectors, np.float64), np.asarray(counts, np.float64)
+    weights = counts / max(counts.sum(), 1.0)
+    centre = weights @ vectors
+    _, _, components = np.linalg.svd((vectors - centre) * np.sqrt(weights)[:, None], full_matrices=False)
+    coords = (vectors - centre) @ components[:model.table.embedding_dim].T
+    model.table.weight[2:2 + len(coords) - 1] = torch.from_numpy(coords[:-1]).float()
+    model.table.weight[OTHER_ROW] = torch.from_numpy(coords[-1]).float()
+    model.table.weight[PAD_ROW] = 0.0
+
+
+@torch.no_grad()
+def fit_linear_head(model: BagOfTokens, ids: np.ndarray, targets: np.ndarray, ridge: float) -> None:
+    """Set the skip projection and output bias to the ridge regression of ``targets`` on the pooled vectors.
+
+    Closed form (float64), ``ridge`` per row: the untrained student is then the best linear read-out
+    of its token table, and the MLP (last layer zeroed) and training add the rest.
+    """
+    model.eval()
+    tensor = torch.from_numpy(np.ascontiguousarray(ids, np.int64))
+    pooled = torch.cat([model.pooled(tensor[i:i + EVAL_BATCH]) for i in range(0, len(tensor), EVAL_BATCH)])
+    design = np.c_[pooled.double().numpy(), np.ones(len(pooled))]
+    gram = design.T @ design + ridge * len(design) * np.eye(design.shape[1])
+    solution = np.linalg.solve(gram, design.T @ np.asarray(targets, np.float64))
+    model.skip.weight.copy_(torch.from_numpy(solution[:-1].T).float())
+    model.mlp[-1].weight.zero_()
+    model.mlp[-1].bias.copy_(torch.from_numpy(solution[-1]).float())
+
+
 def count_trainable(model: nn.Module) -> int:
     """Trainable parameters (the fixed vocabulary map is a buffer and is not counted)."""
     return int(sum(p.numel() for p in model.parameters()))

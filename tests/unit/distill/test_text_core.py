@@ -176,3 +176,44 @@ def test_summary_says_met_and_not_met_in_plain_words():
     text = summary_text(report)
     assert "mean_cosine" in text and "NOT met" in text and "(ONNX Runtime)" in text
     assert text.count("NOT met") == 2
+
+
+def test_context_init_centres_the_table_and_the_ridge_head_reads_out_the_targets():
+    from distill.text_student import fit_linear_head, init_from_context_vectors, table_tokens
+
+    rng = np.random.default_rng(0)
+    ids = np.where(rng.random((30, 6)) < 0.8, rng.integers(3, 9, size=(30, 6)), 0)  # tokens 3..8 and padding
+    model = BagOfTokens(select_vocabulary(ids, teacher_vocab=10, size=6, pad_id=0), dim=4, hidden=8, out_dim=6,
+                        pad_id=0)
+    vectors = rng.normal(size=(len(table_tokens(model)) + 1, 6))  # table tokens, then the shared row
+    counts = np.arange(1.0, len(vectors) + 1)
+    init_from_context_vectors(model, vectors, counts)
+    table = model.table.weight.detach().numpy()
+    np.testing.assert_allclose(table[PAD_ROW], 0.0)
+    np.testing.assert_allclose(counts @ np.r_[table[2:], table[OTHER_ROW:OTHER_ROW + 1]], 0.0, atol=1e-4)  # centred
+    with torch.no_grad():
+        pooled = model.pooled(torch.from_numpy(ids)).numpy()
+    targets = pooled @ rng.normal(size=(4, 6)) + rng.normal(size=6)  # an exact linear read-out exists
+    fit_linear_head(model, ids, targets, ridge=0.0)
+    with torch.no_grad():
+        out = model(torch.from_numpy(ids)).numpy()
+    assert mean_cosine(out, targets) > 0.999
+    assert not model.mlp[-1].weight.detach().any()  # the MLP starts silent: training adds it
+
+
+def test_context_token_means_average_the_hidden_state_of_each_occurrence():
+    from distill.hf_teacher import HuggingFaceTeacher
+
+    class Encoder(torch.nn.Module):  # hidden state = token id in every coordinate, +1 when followed by a token
+        def forward(self, input_ids, attention_mask):
+            nxt = torch.nn.functional.pad(attention_mask[:, 1:], (0, 1)).double()
+            hidden = (input_ids.double() + nxt).unsqueeze(-1).repeat(1, 1, 2)
+            return type("Out", (), {"last_hidden_state": hidden})()
+
+    teacher = HuggingFaceTeacher.__new__(HuggingFaceTeacher)
+    teacher.tokenizer = type("Tok", (), {"pad_id": 0, "vocab_size": 10})()
+    teacher.encoder = type("Enc", (), {"model": Encoder()})()
+    teacher.dim = 2
+    means, counts = teacher.context_token_means(np.array([[3, 5, 0], [5, 0, 0], [7, 8, 9]]), np.array([5, 3, 4]))
+    np.testing.assert_allclose(counts, [2, 1, 0, 3])  # token 5 twice, 3 once, 4 never, others (7, 8, 9)
+    np.testing.assert_allclose(means[:, 0], [5.0, 4.0, (5 + 4 + 5 + 8 + 9 + 9) / 6, (8 + 9 + 9) / 3])
