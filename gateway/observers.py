@@ -122,10 +122,13 @@ class Observers:
         if self._config.task == "classification" and y.ndim == 2:
             self.stats.record_outputs(variant, np.argmax(y, axis=1))
 
-    def overhead(self, variant: str, seconds: float) -> None:
-        """The gateway's own seconds (parse, routing, encoding) in a request ``variant`` answered."""
+    def handled(self, variant: str, total_s: float, overhead_s: float) -> None:
+        """An inference request ``variant`` answered: the handler's seconds, and the gateway's own
+        share of them (parse, routing, encoding)."""
         if self.metrics:
-            self.metrics.observe_overhead(variant, seconds)
+            self.metrics.observe_handled(variant, total_s, overhead_s)
+        if self.stats is not None:
+            self.stats.record_handled(variant, total_s)
 
     def fallback(self, variant: str, reason: str) -> None:
         """A student failure answered by the teacher."""

@@ -13,7 +13,9 @@
    ``kdgate distill`` (short schedule, the served teacher labels) -> v3 is rolled out on the
    drifted traffic and promoted;
 7. print a summary table and write a report folder (HTML + PNG plots: weight and stable
-   variant over time, agreement, p50/p99 per variant, cost per inference, rollbacks).
+   variant over time, agreement, p50/p99 per variant, cost per inference, rollbacks);
+   after v1's promotion a one-client latency check sets the gateway's own histograms beside
+   the client's figures minus network time (:mod:`kdgate.demo.latency`).
 
 No request may fail throughout. Ray, Serve, HAProxy and Locust are shut down on success,
 failure, Ctrl-C or SIGTERM.
@@ -39,7 +41,7 @@ from typing import Any
 import yaml
 
 from kdgate.demo.setup import (
-    DRIFT_STD, STAGES, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, DemoModels, Stage, base_dataset,
+    DRIFT_STD, STAGES, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, V1_STAGE, DemoModels, Stage, base_dataset,
     calibrated_gates, make_bad_student, offline_agreement, redistill_config, shift_features, stage_config,
     write_json, write_traffic_rows,
 )
@@ -84,7 +86,7 @@ class Demo:
                  f"KL gate <= {gates['kl']['max_mean']:.3f}")
         from gateway.serve.local import LocalServe
 
-        students, manifests, stages = {"v1": self.models.student, "v2": bad_path}, {}, []
+        students, manifests, stages, latency = {"v1": self.models.student, "v2": bad_path}, {}, [], None
         guard = {"interval_s": self.args.guard_interval, "min_samples": self.args.min_samples,
                  "shadow_fraction": self.args.guard_shadow}
         with LocalServe(fast=not self.args.default_modes, num_cpus=self.args.num_cpus) as local:
@@ -106,6 +108,8 @@ class Demo:
                                       workdir=self.workdir, token_file=token_file, interval_s=self.args.interval,
                                       min_samples=self.args.min_samples, guard=guard)
                 stages.append(self.roll_out(stage, config, local.url, token))
+                if stage.key == V1_STAGE.key:  # v1 serves alone now: the gateway's latency against a client's
+                    latency = self.latency_check(local.url, token)
         info = [
             "The split is per request (sticky_header: null): with the few Locust users a 2-core machine can "
             "drive, a sticky 5 % canary would hold all or none of them. deployments/*.yaml keep x-user-id.",
@@ -121,8 +125,23 @@ class Demo:
             f"(teacher ${TEACHER_USD_PER_HOUR}/h, student ${STUDENT_USD_PER_HOUR}/h).",
         ]
         return {"offline": offline, "gates": v1_gates, "v3_gates": gates if "v3" in students else None,
-                "stages": stages, "info": info,
+                "stages": stages, "info": info, "latency": latency,
                 "captured_rows": self.captured_rows}
+
+    def latency_check(self, url: str, token: str) -> dict[str, Any]:
+        """One client, no other load: the handler histograms against client time minus network time."""
+        from kdgate.demo.latency import describe, measure
+        from kdgate.demo.load import AdminClient
+        from kdgate.demo.setup import MODEL_NAME
+
+        admin = AdminClient(url, token)
+        try:
+            result = measure(url, MODEL_NAME, self._rows(), admin, requests=self.args.latency_requests)
+        finally:
+            admin.close()
+        for line in describe(result):
+            self.say(f"  {line}")
+        return result
 
     def redistill(self) -> tuple[pathlib.Path, pathlib.Path, dict[str, float]]:
         """capture export -> distill: v3 from the original transfer set plus the captured drifted rows."""
@@ -280,7 +299,7 @@ def build_report(result: dict[str, Any], notes: list[str], wall_s: float) -> dic
                 f"{result.get('captured_rows') or 0} captured rows re-distilled into v3; demo wall time {wall_s:.0f} s")
     return {"subtitle": subtitle, "wall_s": wall_s, "stages": rows, "stage_details": details, "points": points,
             "gates": result["gates"], "v3_gates": result.get("v3_gates"), "offline": result["offline"],
-            "captured_rows": result.get("captured_rows"),
+            "captured_rows": result.get("captured_rows"), "latency": result.get("latency"),
             "notes": [f"NOT as expected: {n}" for n in notes] + result.get("info", [])}
 
 
@@ -302,6 +321,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of drifted load after the guard rollback (v1 shadowed, disagreements captured)")
     parser.add_argument("--stage-timeout", type=float, default=180.0, help="longest wait for a verdict, seconds")
     parser.add_argument("--linger", type=float, default=4.0, help="seconds of load after each verdict")
+    parser.add_argument("--latency-requests", type=int, default=1500,
+                        help="requests of the one-client latency check after v1's promotion")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     parser.add_argument("--default-modes", action="store_true", help="Ray Serve's default proxy, no fast modes")
     parser.add_argument("--rebuild-report", action="store_true", help="re-render the last run's report only")
@@ -340,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     left = child_processes()
     console.print(f"report: [bold]{html_path}[/] (plots in {html_path.parent / 'plots'}); "
                   f"processes left running: {', '.join(left) or 'none'}")
+    if report.get("latency"):
+        from kdgate.demo.latency import describe
+
+        for line in describe(report["latency"]):
+            console.print(f"latency: {line}")
     for note in demo.notes:
         console.print(f"[red]NOT as expected[/]: {note}")
     return 1 if demo.notes else 0
