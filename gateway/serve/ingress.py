@@ -13,6 +13,8 @@ in place (no restart). An invalid config is rejected, audited, and the previous 
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import time
@@ -81,7 +83,9 @@ def _finite(value: Any) -> Any:
 
 
 async def _run_after_send(timing) -> None:
-    """Async on purpose: starlette runs a plain function's background task in a thread."""
+    """Async on purpose: starlette runs a plain function's background task in a thread. The yield
+    first lets a send that only queued the body (Serve's proxy path) ship it before the work runs."""
+    await asyncio.sleep(0)
     timing.run_deferred()
 
 
@@ -149,8 +153,9 @@ class Gateway:
         response = self._tagged(result if isinstance(result, Response) else JSONResponse(_finite(result)), start)
         if timing.variant is not None:  # an inference request: its handler time and the gateway's own share
             total_s = time.perf_counter() - start
-            self._observers.handled(timing.variant, total_s, timing.overhead_s(total_s))
-        if timing.deferred:
+            timing.deferred.append(functools.partial(self._observers.handled, timing.variant, total_s,
+                                                     timing.overhead_s(total_s)))
+        if timing.deferred:  # the answer's bookkeeping and shadow work
             response.background = BackgroundTask(_run_after_send, timing)  # starlette: after the body
         return response
 
