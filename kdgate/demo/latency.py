@@ -12,7 +12,7 @@ so no request queues in front of the handler, where the gateway cannot see it.
 
 Example::
 
-    result = measure(url, "mnist1d", rows, admin, requests=1000)
+    result = measure(url, "mnist1d", v2_bodies(rows), admin, requests=1000)
     result["variants"]["v1"]  # {"gateway_p50_ms": 0.19, "client_minus_network_p50_ms": 0.2, ...}
 """
 from __future__ import annotations
@@ -80,13 +80,22 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any], client_s: Mappi
     return {"network_p50_ms": network_ms, "tolerance": tolerance, "variants": variants}
 
 
-def measure(url: str, model: str, rows: np.ndarray, admin, *, requests: int = 1000,
+def v2_bodies(rows: np.ndarray | None = None, texts: Sequence[str] | None = None) -> list[bytes]:
+    """One-row V2 request bodies: FP32 ``rows`` or BYTES ``texts``."""
+    if texts is not None:
+        return [json.dumps({"inputs": [{"name": "input", "shape": [1, 1], "datatype": "BYTES", "data": [t]}]}).encode()
+                for t in texts]
+    return [json.dumps({"inputs": [{"name": "input", "shape": [1, *np.shape(row)], "datatype": "FP32",
+                                    "data": np.asarray(row, np.float32).ravel().tolist()}]}).encode() for row in rows]
+
+
+def measure(url: str, model: str, bodies: Sequence[bytes], admin, *, requests: int = 1000,
             timeout_s: float = 10.0) -> dict[str, Any]:
     """Run the check against a live, otherwise idle gateway (see the module docstring).
 
-    ``admin`` is a :class:`kdgate.demo.load.AdminClient`; ``rows`` the inputs, one per request.
-    The stats are read from the replica that answered; with several Gateway replicas the check
-    names them and compares nothing (one replica's histogram against every replica's requests).
+    ``admin`` is a :class:`kdgate.demo.load.AdminClient`; ``bodies`` V2 request bodies (:func:`v2_bodies`),
+    sent in turn. The stats are read from the replica that answered; with several Gateway replicas the
+    check names them and compares nothing (one replica's histogram against every replica's requests).
     """
     import httpx
 
@@ -98,9 +107,7 @@ def measure(url: str, model: str, rows: np.ndarray, admin, *, requests: int = 10
     headers = {"content-type": "application/json"}
     with httpx.Client(timeout=timeout_s) as client:
         for i in range(requests):
-            row = np.asarray(rows[i % len(rows)], np.float32)
-            body = json.dumps({"inputs": [{"name": "input", "shape": [1, *row.shape], "datatype": "FP32",
-                                           "data": row.ravel().tolist()}]}).encode()
+            body = bodies[i % len(bodies)]
             start = time.perf_counter()
             response = client.post(infer, content=body, headers=headers)
             elapsed = time.perf_counter() - start
