@@ -32,6 +32,7 @@ from distill.cache import SoftLabelCache
 from distill.config import DistillConfig
 from distill.data import UNLABELED
 from distill.embed_eval import embedding_metrics
+from distill.embed_report import render_embedding_html
 from distill.hf_teacher import HuggingFaceTeacher, load_hf_teacher
 from distill.losses import ClassificationDistillation, EmbeddingDistillation
 from distill.pipeline import Reporter, SilentReporter, Timings, _epoch_bar
@@ -250,6 +251,7 @@ def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Repor
     if int8:
         report["int8"] = int8
     (out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    (out_dir / "report.html").write_text(render_embedding_html(json_safe(report)))
     ex.write_manifest(out_dir / "manifest.json", embedding_manifest(config, prep, report, exported))
     return report
 
