@@ -9,9 +9,7 @@ gateway's histogram, and no process may be left behind.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -35,35 +33,17 @@ DOCUMENT = {
 }
 
 
-def _text_models(root: pathlib.Path, config: pathlib.Path) -> pathlib.Path:
-    """The distilled folder for DOCUMENT, built once per content of the config and distill/ sources."""
-    from distill.config import load_config
-    from distill.pipeline import run_pipeline
-
-    digest = hashlib.sha256(json.dumps(DOCUMENT, sort_keys=True).encode())
-    for source in sorted((ROOT / "distill").rglob("*.py")):
-        digest.update(source.read_bytes())
-    out = root / f"kdgate-demo-text-{digest.hexdigest()[:16]}"
-    if not (out / "report.json").is_file():
-        staging = root / f"{out.name}.{os.getpid()}.part"
-        shutil.rmtree(staging, ignore_errors=True)
-        run_pipeline(load_config(config), staging)
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
-    return out
-
-
 @pytest.mark.timeout(600)
 def test_text_demo_promotes_v1_and_rolls_the_corrupted_v2_back(tmp_path, tmp_path_factory):
     import yaml
 
     sys.path.insert(0, str(ROOT / "tests" / "integration" / "gateway"))
-    from text_support import require_corpus
+    from text_support import distilled_once, require_corpus
 
     require_corpus()
     config = tmp_path / "distill.yaml"
     config.write_text(yaml.safe_dump(DOCUMENT))
-    built = _text_models(tmp_path_factory.getbasetemp().parent, config)
+    built = distilled_once(tmp_path_factory.getbasetemp().parent, "kdgate-demo-text", DOCUMENT)
     models = tmp_path / "models"
     shutil.copytree(built, models)
     command = [sys.executable, "-m", "kdgate.demo", "--scenario", "text", "--skip-distill", "--config", str(config),
