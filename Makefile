@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The stamp changes when pyproject.toml does, so an edited dependency list re-installs.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-DEMO_OUT ?= runs/demo
+DEMO ?= mnist1d
+DEMO_OUT ?= runs/demo$(if $(filter text,$(DEMO)),-text,)
 DEMO_ARGS ?=
 BENCH_OUT ?= runs/bench
 BENCH_ARGS ?=
@@ -23,6 +24,7 @@ CONTAINER_ENGINES ?= docker podman
 
 help:
 	@echo "make demo       the lifecycle: v1 promoted, v2 rolled back, drift -> guard rollback, v3 re-distilled (report in $(DEMO_OUT)/demo-report)"
+	@echo "make demo DEMO=text  MiniLM teacher + text student on SpamAssassin emails: v1 promoted, v2 rolled back"
 	@echo "make bench      side-by-side benchmarks (runs/bench/bench.md)"
 	@echo "make bench-drift  input-drift gate: false rollbacks on healthy traffic, detection of a shift"
 	@echo "make test       install test dependencies and run the whole test suite"
@@ -81,9 +83,10 @@ $(SPAM_STAMP):
 # Distil -> serve -> v1 canary under Locust -> promoted (guarded); corrupted v2 rolled back onto v1;
 # input drift -> the guard rolls v1 back to the teacher; captured rows -> `kdgate capture export` ->
 # `kdgate distill` -> v3 promoted. Summary table + report in $(DEMO_OUT)/demo-report.
-# DEMO_ARGS=--skip-distill reuses the models.
+# DEMO_ARGS=--skip-distill reuses the models. DEMO=text: the MiniLM teacher and a text student on
+# SpamAssassin emails, v1 promoted and a corrupted v2 rolled back (kdgate/demo/text.py; runs/demo-text).
 demo: venv data-spam
-	$(PY) -m kdgate.demo --out $(DEMO_OUT) $(DEMO_ARGS)
+	$(PY) -m kdgate.demo --scenario $(DEMO) --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # Side-by-side benchmarks (gateway vs bare Serve, shadow, batching, ORT vs torch, Triton):
 # runs/bench/bench.json + bench.md. BENCH_ARGS=--default-modes measures Ray Serve's default proxy.

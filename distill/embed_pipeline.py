@@ -27,10 +27,12 @@ import torch
 
 from distill import evaluate as ev
 from distill import export as ex
+from distill.artifacts import STUDENT_TRITON_NAME, TEACHER_TRITON_NAME
 from distill.cache import SoftLabelCache, atomic_save, content_key
 from distill.config import DistillConfig
 from distill.data import UNLABELED
 from distill.embed_eval import embedding_metrics
+from distill.embed_report import render_embedding_html
 from distill.hf_teacher import HuggingFaceTeacher, load_hf_teacher
 from distill.losses import ClassificationDistillation, EmbeddingDistillation
 from distill.pipeline import Reporter, SilentReporter, Timings, _epoch_bar
@@ -185,9 +187,22 @@ def export_models(config: DistillConfig, prep: Prepared, student, out_dir: Path,
         with torch.no_grad():
             latency["teacher_torch"] = ev.median_ms(lambda: teacher(torch.from_numpy(one)),
                                                     config.export.latency_repeats)
+    if config.export.triton:
+        write_text_triton(exports, out_dir, one, config.export.max_batch_size)
     tokenizer = shutil.copyfile(tok.path, out_dir / tok.path.name)
     return {"exports": exports, "latency_ms_batch1": latency, "latency_tokens": int(one.shape[1]), "int8": int8,
             "tokenizer": {"file": Path(tokenizer).name, "sha256": ex.sha256_file(tokenizer), **tok.describe()}}
+
+
+def write_text_triton(exports: dict, out_dir: Path, one: np.ndarray, max_batch_size: int) -> None:
+    """``triton/kdgate-student`` (and ``kdgate-teacher``): token ids in (INT64, any length), as the gateway
+    sends them after tokenising; the output width read from the exported model itself."""
+    names = {"student": STUDENT_TRITON_NAME, "teacher": TEACHER_TRITON_NAME}
+    for role, exported in exports.items():
+        width = ex.onnx_predict(exported.path, one, dtype=np.int64).shape[-1]
+        ex.write_triton_model(out_dir / "triton", names[role], exported.path, (-1,), width,
+                              max_batch_size=max_batch_size, input_type="TYPE_INT64",
+                              preferred_batch_sizes=[b for b in (8, 32) if b <= max_batch_size])
 
 
 def evaluate_int8(config: DistillConfig, prep: Prepared, exported: dict, first_seed: dict, out_dir: Path) -> dict:
@@ -264,6 +279,7 @@ def run_embedding_pipeline(config: DistillConfig, out_dir: Path, reporter: Repor
     if int8:
         report["int8"] = int8
     (out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
+    (out_dir / "report.html").write_text(render_embedding_html(json_safe(report)))
     ex.write_manifest(out_dir / "manifest.json", embedding_manifest(config, prep, report, exported))
     return report
 

@@ -195,12 +195,12 @@ def quantize_int8(onnx_path: Path | str, out_path: Path | str, per_channel: bool
 
 def _triton_config(name: str, feature_shape: tuple[int, ...], n_outputs: int, max_batch_size: int,
                    preferred_batch_sizes, max_queue_delay_us: int, instance_kind: str,
-                   instance_count: int) -> "model_config_pb2.ModelConfig":
+                   instance_count: int, input_type: str) -> "model_config_pb2.ModelConfig":
     from tritonclient.grpc import model_config_pb2 as pb  # noqa: PLC0415
 
     config = pb.ModelConfig(name=name, platform="onnxruntime_onnx", max_batch_size=max_batch_size)
     # dims exclude the batch axis: with max_batch_size > 0 Triton adds it itself.
-    config.input.add(name=INPUT_NAME, data_type=pb.TYPE_FP32, dims=list(feature_shape))
+    config.input.add(name=INPUT_NAME, data_type=pb.DataType.Value(input_type), dims=list(feature_shape))
     config.output.add(name=OUTPUT_NAME, data_type=pb.TYPE_FP32, dims=[n_outputs])
     config.dynamic_batching.preferred_batch_size.extend(preferred_batch_sizes)
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
@@ -211,11 +211,13 @@ def _triton_config(name: str, feature_shape: tuple[int, ...], n_outputs: int, ma
 def write_triton_model(repo: Path | str, name: str, onnx_path: Path | str,
                        feature_shape: tuple[int, ...], n_outputs: int, max_batch_size: int = 64,
                        preferred_batch_sizes=(8, 32), max_queue_delay_us: int = 500,
-                       instance_kind: str = "KIND_CPU", instance_count: int = 1) -> Path:
+                       instance_kind: str = "KIND_CPU", instance_count: int = 1,
+                       input_type: str = "TYPE_FP32") -> Path:
     """Write ``repo/name/config.pbtxt`` and ``repo/name/1/model.onnx``; return ``repo/name``.
 
     The config uses Triton's onnxruntime backend with dynamic batching and is parsed back
-    into Triton's own ModelConfig protobuf before this returns.
+    into Triton's own ModelConfig protobuf before this returns. A text model takes token ids:
+    ``feature_shape=(-1,)`` (any sequence length) and ``input_type="TYPE_INT64"``.
 
     Example:
         >>> write_triton_model(Path("out/triton"), "kdgate-student", Path("out/student.onnx"),
@@ -228,7 +230,7 @@ def write_triton_model(repo: Path | str, name: str, onnx_path: Path | str,
     if too_big:
         raise ExportError(f"Triton preferred batch sizes {too_big} exceed max_batch_size {max_batch_size}")
     config = _triton_config(name, tuple(feature_shape), n_outputs, max_batch_size,
-                            preferred_batch_sizes, max_queue_delay_us, instance_kind, instance_count)
+                            preferred_batch_sizes, max_queue_delay_us, instance_kind, instance_count, input_type)
     model_dir = Path(repo) / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, model_dir / "1" / "model.onnx")

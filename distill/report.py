@@ -256,15 +256,29 @@ def html_image(title: str, path: Path) -> str:
             f"</figcaption></figure>")
 
 
-def render_html(report: dict, plots: dict[str, Path]) -> str:
-    """The whole report page, with plots embedded, as one string."""
+def dataset_heading(report: dict, teacher: str) -> str:
+    """The page's title and its line about the dataset, the task and the teacher."""
     dataset = report.get("dataset") or {}
     meta = ", ".join(f"{k} {_fmt(dataset.get(k), 'int')}" for k in ("n_train", "n_val", "n_test", "n_unlabeled")
                      if dataset.get(k) is not None)
+    return (f"<h1>kdgate distillation report</h1><p class='meta'>dataset <b>{_fmt(dataset.get('name'))}</b> "
+            f"({meta}; sha256 <code>{_fmt(dataset.get('sha256'))}</code>), task {_fmt(report.get('task'))}, "
+            f"teacher {_fmt(teacher)}</p>")
+
+
+def html_page(sections: list[str], report: dict) -> str:
+    """A report page: ``sections``, then the timings and the config."""
+    sections = [*sections, "<h2>Timings</h2>", timings_table(report)]
+    if report.get("config"):
+        sections.append(f"<h2>Config</h2><pre>{html.escape(json.dumps(report['config'], indent=2))}</pre>")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>kdgate report</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+
+
+def render_html(report: dict, plots: dict[str, Path]) -> str:
+    """The whole report page, with plots embedded, as one string."""
     sections = [
-        f"<h1>kdgate distillation report</h1><p class='meta'>dataset <b>{_fmt(dataset.get('name'))}</b> "
-        f"({meta}; sha256 <code>{_fmt(dataset.get('sha256'))}</code>), task {_fmt(report.get('task'))}, "
-        f"teacher source {_fmt((report.get('teacher') or {}).get('source'))}</p>",
+        dataset_heading(report, f"source {(report.get('teacher') or {}).get('source')}"),
         "<h2>Teacher, student, baseline (test set)</h2>", headline_table(report), summary_table(report),
     ]
     if report.get("verdicts"):
@@ -276,8 +290,4 @@ def render_html(report: dict, plots: dict[str, Path]) -> str:
         sections += ["<h2>Sweep (validation split)</h2>", sweep_table(report["sweep"])]
     if report.get("strategies"):
         sections += ["<h2>Strategies</h2>", generic_table(report["strategies"])]
-    sections += ["<h2>Timings</h2>", timings_table(report)]
-    if report.get("config"):
-        sections.append(f"<h2>Config</h2><pre>{html.escape(json.dumps(report['config'], indent=2))}</pre>")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>kdgate report</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+    return html_page(sections, report)

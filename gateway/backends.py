@@ -179,11 +179,13 @@ class TritonBackend:
         self._module = client_module
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """Send one request; server errors and timeouts become :class:`BackendError`."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        """Send one request (token ids as INT64, anything else as FP32); server errors and timeouts
+        become :class:`BackendError`."""
+        ids = np.issubdtype(np.asarray(x).dtype, np.integer)
+        x = np.ascontiguousarray(x, dtype=np.int64 if ids else np.float32)
         module = self._module
         try:
-            request_input = module.InferInput(self.input_name, list(x.shape), "FP32")
+            request_input = module.InferInput(self.input_name, list(x.shape), "INT64" if ids else "FP32")
             request_input.set_data_from_numpy(x)
             output = module.InferRequestedOutput(self.output_name)
             kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}

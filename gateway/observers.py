@@ -41,8 +41,9 @@ class Observers:
         self._audit: AuditLog | None = None
         self._config: GatewayConfig | None = None
         self._clock = clock
-        # A second, short window just for the cost gauges; reset every COST_WINDOW_S.
-        self._cost_window = WindowStats(clock=clock)
+        # The cost gauges' own short window, reset every COST_WINDOW_S: [requests, errors, busy
+        # seconds] per variant (a list per variant, not a second WindowStats: this runs per request).
+        self._cost_counts: dict[str, list[float]] = {}
         self._cost_window_start = clock()
         if metrics is not None:
             metrics.export_counts(self._drift_counts)
@@ -103,11 +104,16 @@ class Observers:
         kept out of the window stats the rollout's gates read (metrics and cost still count it)."""
         if self.metrics:
             self.metrics.observe_request(variant, route, seconds, status="ok" if ok else "error", rows=rows)
-        for stats in (self.stats if windowed else None, self._cost_window):
-            if stats is not None:
-                stats.record_request(variant, route, seconds, ok, rows)
-                if ok:
-                    stats.record_busy(variant, seconds)
+        if windowed and self.stats is not None:
+            self.stats.record_request(variant, route, seconds, ok, rows)
+            if ok:
+                self.stats.record_busy(variant, seconds)
+        counts = self._cost_counts.get(variant) or self._cost_counts.setdefault(variant, [0, 0, 0.0])
+        counts[0] += 1
+        if ok:
+            counts[2] += seconds
+        else:
+            counts[1] += 1
         if ok and windowed and y is not None and self.stats is not None:
             self._record_io(variant, route, x, y)
         self._maybe_publish_cost()
@@ -122,10 +128,13 @@ class Observers:
         if self._config.task == "classification" and y.ndim == 2:
             self.stats.record_outputs(variant, np.argmax(y, axis=1))
 
-    def overhead(self, variant: str, seconds: float) -> None:
-        """The gateway's own seconds (parse, routing, encoding) in a request ``variant`` answered."""
+    def handled(self, variant: str, total_s: float, overhead_s: float) -> None:
+        """An inference request ``variant`` answered: the handler's seconds, and the gateway's own
+        share of them (parse, routing, encoding)."""
         if self.metrics:
-            self.metrics.observe_overhead(variant, seconds)
+            self.metrics.observe_handled(variant, total_s, overhead_s)
+        if self.stats is not None:
+            self.stats.record_handled(variant, total_s)
 
     def fallback(self, variant: str, reason: str) -> None:
         """A student failure answered by the teacher."""
@@ -176,9 +185,11 @@ class Observers:
     def _maybe_publish_cost(self) -> None:
         if self._clock() - self._cost_window_start < COST_WINDOW_S or self._config is None:
             return
-        snapshot = self._cost_window.snapshot()
-        self._cost_window.reset()
-        self._cost_window_start = self._clock()
+        now, counts, self._cost_counts = self._clock(), self._cost_counts, {}
+        snapshot = {"started_at": self._cost_window_start, "taken_at": now,   # cost_per_inference's layout
+                    "variants": {v: {"requests": {"all": n}, "errors": {"all": e}, "busy_s": busy}
+                                 for v, (n, e, busy) in counts.items()}}
+        self._cost_window_start = now
         if not self.metrics:
             return
         for v in self._config.variants:

@@ -3,9 +3,9 @@
 The ingress opens a :class:`RequestTiming` per request (:func:`start_request`); the
 runtime adds each primary model call to it (:func:`add_model_time`), so the ingress can
 tell its own overhead apart, and hands it work that must not run before the response is
-sent (:func:`after_response`: shadow jobs). Both run in the request's own asyncio task,
-so a context variable carries it without threading it through every signature; shadow
-jobs run in other tasks and add nothing.
+sent (:func:`after_response`: the answer's window stats and metrics, shadow jobs). Both run
+in the request's own asyncio task, so a context variable carries it without threading it
+through every signature; shadow jobs run in other tasks and add nothing.
 
 Example::
 

@@ -2,7 +2,9 @@
 
 Payload rows come from the bundled dataset that matches the served model's input width
 (read from the V2 model metadata): MNIST-1D (40 features, generated offline with
-``mnist1d.data.make_dataset``) or scikit-learn's digits (64). Every simulated user keeps
+``mnist1d.data.make_dataset``) or scikit-learn's digits (64). A text model (a ``BYTES``
+input) gets texts: the JSON list in ``KDGATE_TEXT_FILE``, or SpamAssassin emails (``make
+data-spam``) cut to 300 characters. Every simulated user keeps
 one ``x-user-id`` for its whole life, so the canary split pins it to one variant. A
 request fails unless the gateway answers 200 with one output row per input row.
 
@@ -33,7 +35,8 @@ SHIFT_EVERY = int(os.environ.get("KDGATE_SHIFT_EVERY", "2"))
 WAIT_MIN_S, WAIT_MAX_S = 0.01, 0.05
 
 _user_ids = itertools.count()
-_payload: dict = {"rows": None, "input": "input"}
+TEXT_FILE = os.environ.get("KDGATE_TEXT_FILE", "")
+_payload: dict = {"rows": None, "input": "input", "datatype": "FP32"}
 
 
 def dataset_rows(width: int, n: int = 4096) -> list[list[float]]:
@@ -70,12 +73,28 @@ def _load_payloads(environment, **_kwargs) -> None:
     try:
         with urllib.request.urlopen(f"{environment.host}/v2/models/{MODEL}", timeout=10) as response:
             (tensor,) = json.loads(response.read())["inputs"]
+        if tensor.get("datatype") == "BYTES":
+            _payload.update(rows=text_rows(), input=tensor["name"], datatype="BYTES")
+            return
         width = tensor["shape"][-1] if len(tensor["shape"]) > 1 else 40  # no shape declared: MNIST-1D
         _payload.update(rows=shifted(dataset_rows(width), SHIFT_STD, SHIFT_EVERY), input=tensor["name"])
     except (OSError, ValueError, KeyError) as err:
         logging.error("kdgate locustfile: cannot read model %r from %s: %s", MODEL, environment.host, err)
         environment.process_exit_code = 2
         environment.runner.quit()
+
+
+def text_rows(n: int = 2000, chars: int = 300) -> list[str]:
+    """The texts a text model gets: ``KDGATE_TEXT_FILE``'s JSON list, else real emails."""
+    import json
+
+    if TEXT_FILE:
+        with open(TEXT_FILE, encoding="utf-8") as handle:
+            return [t for t in json.load(handle) if t.strip()]
+    from distill.textdata import read_spam_assassin
+
+    texts, _labels = read_spam_assassin(None, chars)
+    return [t for t in texts if t.strip()][:n]
 
 
 def shifted(rows: list[list[float]], std: float, every: int = 2) -> list[list[float]]:
@@ -122,8 +141,12 @@ class V2User(_GatewayUser):
     @task
     def infer(self) -> None:
         batch = _batch()
-        body = {"inputs": [{"name": _payload["input"], "datatype": "FP32", "shape": [len(batch), len(batch[0])],
-                            "data": [v for row in batch for v in row]}]}
+        if _payload["datatype"] == "BYTES":
+            body = {"inputs": [{"name": _payload["input"], "datatype": "BYTES", "shape": [len(batch), 1],
+                                "data": batch}]}
+        else:
+            body = {"inputs": [{"name": _payload["input"], "datatype": "FP32", "shape": [len(batch), len(batch[0])],
+                                "data": [v for row in batch for v in row]}]}
         self._post(f"/v2/models/{MODEL}/infer", body, "v2 infer", lambda a: a["outputs"][0]["shape"][0])
 
 

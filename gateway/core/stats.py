@@ -13,6 +13,7 @@ Snapshot layout (plain JSON)::
          "requests": {route: n}, "errors": {route: n}, "inferences": {route: rows},
          "latency_counts": {route: [n per bucket]}, "latency_sum_s": {route: s},
          "busy_s": s, "fallbacks": n, "shadow_drops": n,
+         "handler_latency_counts": [n per bucket], "handler_latency_sum_s": s,
          "class_counts": [n per predicted class], "input_bins": [[n per bin] per feature]}},
      "comparisons": {teacher: {student: {"compared": n, "agreements": n, "kl_sum": x,
          "js_distance_sum": x, "max_prob_gap_sum": x, "abs_error_sum": x, "cosine_sum": x}}}}
@@ -143,6 +144,7 @@ class WindowStats:
             entry = self._variants[name] = {
                 "requests": {}, "errors": {}, "inferences": {}, "latency_counts": {}, "latency_sum_s": {},
                 "busy_s": 0.0, "fallbacks": 0, "shadow_drops": 0,
+                "handler_latency_counts": [0] * (len(LATENCY_BUCKETS_S) + 1), "handler_latency_sum_s": 0.0,
                 "class_counts": [0] * self._n_classes,
             }
         return entry
@@ -158,6 +160,15 @@ class WindowStats:
             _add(entry["requests"], route, 1)
             _add(entry["errors"], route, 0 if ok else 1)
             _add(entry["inferences"], route, int(rows) if ok else 0)
+
+    def record_handled(self, variant: str, seconds: float) -> None:
+        """One inference request ``variant`` answered took ``seconds`` in the gateway's handler
+        (parse, routing, model call, encoding): what a client waits minus the network and the proxy."""
+        slot = bisect.bisect_left(LATENCY_BUCKETS_S, seconds)
+        with self._lock:
+            entry = self._variant(variant)
+            entry["handler_latency_counts"][slot] += 1
+            entry["handler_latency_sum_s"] += float(seconds)
 
     def record_busy(self, variant: str, seconds: float) -> None:
         """Seconds a backend spent computing (once per batch, not per request), for cost."""
@@ -240,6 +251,12 @@ class WindowStats:
         """Latency quantile of one variant and route so far (None without requests)."""
         with self._lock:
             counts = list(self._variants.get(variant, {}).get("latency_counts", {}).get(route, []))
+        return histogram_quantile(counts, q)
+
+    def handler_quantile(self, variant: str, q: float) -> float | None:
+        """Quantile of the handler's time for requests ``variant`` answered (None without any)."""
+        with self._lock:
+            counts = list(self._variants.get(variant, {}).get("handler_latency_counts", []))
         return histogram_quantile(counts, q)
 
     def snapshot(self) -> dict:

@@ -13,6 +13,8 @@ in place (no restart). An invalid config is rejected, audited, and the previous 
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import time
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1  # a 503 tells clients when to retry (a backend may come back any moment)
 REPLICA_HEADER = "x-kdgate-replica"  # the Gateway replica that answered
 CHANGE_HEADER = "x-kdgate-split-seq"  # the change-log entry (seq) whose split that replica serves
+TIMING_HEADER = "server-timing"  # W3C Server-Timing: the handler's milliseconds (``gateway;dur=0.142``)
 
 
 # Helpers sit above the deployment: @serve.deployment pickles the class at import time,
@@ -80,7 +83,9 @@ def _finite(value: Any) -> Any:
 
 
 async def _run_after_send(timing) -> None:
-    """Async on purpose: starlette runs a plain function's background task in a thread."""
+    """Async on purpose: starlette runs a plain function's background task in a thread. The yield
+    first lets a send that only queued the body (Serve's proxy path) ship it before the work runs."""
+    await asyncio.sleep(0)
     timing.run_deferred()
 
 
@@ -141,14 +146,16 @@ class Gateway:
             handler, params = http_routes.match_route(request.method, http_routes.relative_path(request.scope))
             result = await self._handlers[handler](request, **params)
         except BadRequest as err:
-            return self._tagged(_error(err.status, err.message))
+            return self._tagged(_error(err.status, err.message), start)
         except BackendError as err:
             # Only the teacher's failure gets here (a student's falls back): service down.
-            return self._tagged(_error(503, f"no variant could answer: {err}"))
-        response = self._tagged(result if isinstance(result, Response) else JSONResponse(_finite(result)))
-        if timing.variant is not None:  # an inference request: the gateway's own share of it
-            self._observers.overhead(timing.variant, timing.overhead_s(time.perf_counter() - start))
-        if timing.deferred:
+            return self._tagged(_error(503, f"no variant could answer: {err}"), start)
+        response = self._tagged(result if isinstance(result, Response) else JSONResponse(_finite(result)), start)
+        if timing.variant is not None:  # an inference request: its handler time and the gateway's own share
+            total_s = time.perf_counter() - start
+            timing.deferred.append(functools.partial(self._observers.handled, timing.variant, total_s,
+                                                     timing.overhead_s(total_s)))
+        if timing.deferred:  # the answer's bookkeeping and shadow work
             response.background = BackgroundTask(_run_after_send, timing)  # starlette: after the body
         return response
 
@@ -158,10 +165,13 @@ class Gateway:
         versions = {v.name: v.version for v in self.runtime.config.variants}
         return {**self._observers.stats.snapshot(), "versions": versions}
 
-    def _tagged(self, response: Response) -> Response:
-        """Name the replica that answered and the change it serves (per-replica convergence is measurable)."""
-        response.headers[REPLICA_HEADER] = self.replica
-        response.headers[CHANGE_HEADER] = str(self._sync.seq)
+    def _tagged(self, response: Response, start: float) -> Response:
+        """Name the replica that answered and the change it serves (per-replica convergence is measurable),
+        and the handler's time since ``start`` (``Server-Timing``: a client sees what the network added)."""
+        headers = response.headers
+        headers[REPLICA_HEADER] = self.replica
+        headers[CHANGE_HEADER] = str(self._sync.seq)
+        headers[TIMING_HEADER] = f"gateway;dur={1000.0 * (time.perf_counter() - start):.3f}"
         return response
 
     def __del__(self):  # Serve's shutdown hook: keep the capture rows still in memory

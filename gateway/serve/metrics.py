@@ -10,8 +10,10 @@ Names follow Prometheus conventions: base units in the name, labels ``variant``,
 ``route`` (``primary|shadow``) and ``model``. Busy seconds per variant are
 ``kdgate_request_duration_seconds_sum`` (no separate counter: one metric write less on
 the hot path); ``kdgate_cost_per_inference_usd`` is computed in the replica over 30 s
-windows. ``kdgate_gateway_overhead_seconds`` is the replica's own share of a request
-(parse, routing, encoding: the handler's time minus the model call), by variant.
+windows. ``kdgate_gateway_request_duration_seconds`` is the handler's whole time per inference
+request (what a client waits minus network and proxy) and ``kdgate_gateway_overhead_seconds``
+the replica's own share of it (parse, routing, encoding: the handler's time minus the model
+call), both by the variant that answered.
 
 Per-request writes go to a :class:`~gateway.serve.metric_buffer.MetricBuffer` and reach
 Ray once a second from a flusher thread (:meth:`GatewayMetrics.close` flushes the rest);
@@ -123,6 +125,13 @@ class GatewayMetrics:
                         "handler time minus the model call), by the variant that answered, seconds.",
             boundaries=list(LATENCY_BUCKETS_S), tag_keys=("variant", "model"),
         )
+        self.handler_seconds = Histogram(
+            "kdgate_gateway_request_duration_seconds",
+            description="Gateway handler time per inference request (parse, routing, model calls, "
+                        "encoding: what a client waits minus network and proxy), by the variant that "
+                        "answered, seconds.",
+            boundaries=list(LATENCY_BUCKETS_S), tag_keys=("variant", "model"),
+        )
         self._counts_source: Callable[[], DriftCounts | None] | None = None
         # Receives the counts' growth: (classes, bins) -> None; a RemoteCounts once first needed.
         self.count_sink: Callable[[dict[str, list[int]], list[list[int]]], None] | None = None
@@ -189,9 +198,11 @@ class GatewayMetrics:
             buf.observe(self.request_seconds, seconds, tags)
             buf.inc(self.rows, rows, tags)
 
-    def observe_overhead(self, variant: str, seconds: float) -> None:
-        """The gateway's own seconds in one inference request answered by ``variant``."""
-        self._buffer.observe(self.overhead_seconds, seconds, self._tags(variant))
+    def observe_handled(self, variant: str, total_s: float, overhead_s: float) -> None:
+        """One inference request answered by ``variant``: the handler's time and the gateway's own share."""
+        tags = self._tags(variant)
+        self._buffer.observe(self.handler_seconds, total_s, tags)
+        self._buffer.observe(self.overhead_seconds, overhead_s, tags)
 
     def observe_comparison(self, student: str, agreements: int, disagreements: int, kls: list[float]) -> None:
         """The outcome of comparing one teacher/student answer pair (per row)."""

@@ -40,12 +40,12 @@ class LocustLoad:
     """
 
     def __init__(self, url: str, *, csv_prefix: pathlib.Path, users: int = 3, model: str = "mnist1d",
-                 max_s: int = 600, shift_std: float = 0.0):
+                 max_s: int = 600, shift_std: float = 0.0, env: dict[str, str] | None = None):
         self.url, self.csv_prefix = url, csv_prefix
         self.command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
                         "--csv", str(csv_prefix), "--loglevel", "WARNING", "--only-summary", "--stop-timeout", "2"]
         self.env = {**os.environ, "KDGATE_MODEL": model, "KDGATE_STEP_USERS": str(users), "KDGATE_STEPS": "1",
-                    "KDGATE_STEP_SECONDS": str(max_s), "KDGATE_SHIFT_STD": str(shift_std)}
+                    "KDGATE_STEP_SECONDS": str(max_s), "KDGATE_SHIFT_STD": str(shift_std), **(env or {})}
         self.process: subprocess.Popen | None = None
         self.log_path = csv_prefix.with_name(csv_prefix.name + ".log")
 

@@ -183,6 +183,15 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, pathlib.Path]) ->
     for stage in report.get("stage_details", []):
         sections.append(f"<h2>Analysis checks: {html.escape(stage['title'])}</h2>"
                         f"<pre>{html.escape(format_timeline(stage['checks']))}</pre>")
+    if report.get("latency"):
+        from kdgate.demo.latency import describe
+
+        sections.append("<h2>Latency: the gateway's histograms vs a client</h2><ul>"
+                        + "".join(f"<li>{html.escape(line)}</li>" for line in describe(report["latency"])) + "</ul>"
+                        "<p class='meta'>Gateway: the handler's time (kdgate_gateway_request_duration_seconds "
+                        "buckets). Client: one client, no other load; network = the median round trip, minus its "
+                        "handler time (Server-Timing), of the same body posted to a model the gateway does not "
+                        "serve (404 before the body is read).</p>")
     if report.get("notes"):
         sections.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>kdgate demo</title>"

@@ -13,7 +13,9 @@
    ``kdgate distill`` (short schedule, the served teacher labels) -> v3 is rolled out on the
    drifted traffic and promoted;
 7. print a summary table and write a report folder (HTML + PNG plots: weight and stable
-   variant over time, agreement, p50/p99 per variant, cost per inference, rollbacks).
+   variant over time, agreement, p50/p99 per variant, cost per inference, rollbacks);
+   after v1's promotion a one-client latency check sets the gateway's own histograms beside
+   the client's figures minus network time (:mod:`kdgate.demo.latency`).
 
 No request may fail throughout. Ray, Serve, HAProxy and Locust are shut down on success,
 failure, Ctrl-C or SIGTERM.
@@ -39,13 +41,18 @@ from typing import Any
 import yaml
 
 from kdgate.demo.setup import (
-    DRIFT_STD, STAGES, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, DemoModels, Stage, base_dataset,
+    DRIFT_STD, MODEL_NAME, STAGES, STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, V1_STAGE, DemoModels, Stage, base_dataset,
     calibrated_gates, make_bad_student, offline_agreement, redistill_config, shift_features, stage_config,
     write_json, write_traffic_rows,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "deployments" / "demo" / "distill-mnist1d.yaml"
+SCENARIOS = {  # --scenario: its distill config and model folder (kdgate/demo/text.py for "text")
+    "mnist1d": {"config": DEFAULT_CONFIG, "out": pathlib.Path("runs/demo"), "bad_noise": 0.3},
+    "text": {"config": ROOT / "deployments" / "demo" / "distill-minilm-spam.yaml",
+             "out": pathlib.Path("runs/demo-text"), "bad_noise": 3.0},
+}
 TERMINAL_PHASES = ("Promoted", "Guarding", "RolledBack", "Aborted")  # Guarding: promoted, watched
 
 
@@ -68,23 +75,17 @@ class Demo:
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold cyan]demo[/] {message}")
 
+    stages: tuple[Stage, ...] = STAGES
+    title, model_name = "MNIST-1D", MODEL_NAME
+
     def run(self) -> dict[str, Any]:
         shutil.rmtree(self.workdir, ignore_errors=True)  # a fresh rollout state, capture and audit log
         self.distill()
-        rows = self._rows()
-        drifted = shift_features(rows, DRIFT_STD)
-        good = offline_agreement(self.models.teacher, self.models.student, rows)
-        bad_path, bad = make_bad_student(self.models, noise=self.args.bad_noise)
-        offline = {"v1": good, "v2": bad, "v1_drifted": offline_agreement(self.models.teacher, self.models.student,
-                                                                           drifted)}
-        gates = v1_gates = calibrated_gates(good)
-        self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%} "
-                 f"({offline['v1_drifted']['agreement']:.1%} on drifted rows), corrupted v2 {bad['agreement']:.1%}; "
-                 f"agreement gate: Wilson lower bound >= {gates['agreement']['min_lower_bound']:.3f}, "
-                 f"KL gate <= {gates['kl']['max_mean']:.3f}")
+        offline, gates, students = self.prepare()
+        v1_gates = gates
         from gateway.serve.local import LocalServe
 
-        students, manifests, stages = {"v1": self.models.student, "v2": bad_path}, {}, []
+        manifests, stages, latency = {}, [], None
         guard = {"interval_s": self.args.guard_interval, "min_samples": self.args.min_samples,
                  "shadow_fraction": self.args.guard_shadow}
         with LocalServe(fast=not self.args.default_modes, num_cpus=self.args.num_cpus) as local:
@@ -92,7 +93,7 @@ class Demo:
             token_file = self.workdir / "admin-token"
             token_file.parent.mkdir(parents=True, exist_ok=True)
             token_file.write_text(token := secrets.token_urlsafe(16))
-            for stage in STAGES:
+            for stage in self.stages:
                 if stage.variant not in students:
                     try:
                         students[stage.variant], manifests[stage.variant], offline["v3"] = self.redistill()
@@ -100,13 +101,40 @@ class Demo:
                         self.notes.append(f"{stage.title}: `kdgate {' '.join(err.cmd[3:5])}` failed "
                                           f"(exit {err.returncode}, see {self.workdir / 'kdgate-cli.log'})")
                         break
-                    offline["v3_drifted"] = offline_agreement(self.models.teacher, students["v3"], drifted)
+                    offline["v3_drifted"] = offline_agreement(self.models.teacher, students["v3"], self._drifted)
                     gates = calibrated_gates(offline["v3_drifted"])  # v1's rule, on the traffic v3 will serve
-                config = stage_config(stage, self.models, students=students, manifests=manifests, gates=gates,
-                                      workdir=self.workdir, token_file=token_file, interval_s=self.args.interval,
-                                      min_samples=self.args.min_samples, guard=guard)
+                config = self.stage_config(stage, students=students, manifests=manifests, gates=gates,
+                                           token_file=token_file, guard=guard)
                 stages.append(self.roll_out(stage, config, local.url, token))
-        info = [
+                if stage.key == V1_STAGE.key:  # v1 serves alone now: the gateway's latency against a client's
+                    latency = self.latency_check(local.url, token)
+        return {"offline": offline, "gates": v1_gates, "v3_gates": gates if "v3" in students else None,
+                "stages": stages, "info": self.info(), "latency": latency, "title": self.title,
+                "captured_rows": self.captured_rows}
+
+    def prepare(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, pathlib.Path]]:
+        """Offline agreement of each student with the teacher, the gates calibrated on it, the students' files."""
+        rows = self._rows()
+        self._drifted = shift_features(rows, DRIFT_STD)
+        good = offline_agreement(self.models.teacher, self.models.student, rows)
+        bad_path, bad = make_bad_student(self.models, noise=self.args.bad_noise)
+        offline = {"v1": good, "v2": bad, "v1_drifted": offline_agreement(self.models.teacher, self.models.student,
+                                                                           self._drifted)}
+        gates = calibrated_gates(good)
+        self.say(f"offline agreement with the teacher on {good['rows']} held-out rows: v1 {good['agreement']:.1%} "
+                 f"({offline['v1_drifted']['agreement']:.1%} on drifted rows), corrupted v2 {bad['agreement']:.1%}; "
+                 f"agreement gate: Wilson lower bound >= {gates['agreement']['min_lower_bound']:.3f}, "
+                 f"KL gate <= {gates['kl']['max_mean']:.3f}")
+        return offline, gates, {"v1": self.models.student, "v2": bad_path}
+
+    def stage_config(self, stage: Stage, **kwargs) -> dict[str, Any]:
+        """The gateway config a stage deploys (:func:`kdgate.demo.setup.stage_config`)."""
+        return stage_config(stage, self.models, workdir=self.workdir, interval_s=self.args.interval,
+                            min_samples=self.args.min_samples, **kwargs)
+
+    def info(self) -> list[str]:
+        """What the report's notes say about how the demo is set up."""
+        return [
             "The split is per request (sticky_header: null): with the few Locust users a 2-core machine can "
             "drive, a sticky 5 % canary would hold all or none of them. deployments/*.yaml keep x-user-id.",
             f"v2 is v1 with Gaussian noise of {self.args.bad_noise:g} x each weight tensor's std added "
@@ -120,9 +148,20 @@ class Demo:
             "Cost per inference = busy seconds x $/hour of the variant / inferences "
             f"(teacher ${TEACHER_USD_PER_HOUR}/h, student ${STUDENT_USD_PER_HOUR}/h).",
         ]
-        return {"offline": offline, "gates": v1_gates, "v3_gates": gates if "v3" in students else None,
-                "stages": stages, "info": info,
-                "captured_rows": self.captured_rows}
+
+    def latency_check(self, url: str, token: str) -> dict[str, Any]:
+        """One client, no other load: the handler histograms against client time minus network time."""
+        from kdgate.demo.latency import describe, measure
+        from kdgate.demo.load import AdminClient
+
+        admin = AdminClient(url, token)
+        try:
+            result = measure(url, self.model_name, self.latency_bodies(), admin, requests=self.args.latency_requests)
+        finally:
+            admin.close()
+        for line in describe(result):
+            self.say(f"  {line}")
+        return result
 
     def redistill(self) -> tuple[pathlib.Path, pathlib.Path, dict[str, float]]:
         """capture export -> distill: v3 from the original transfer set plus the captured drifted rows."""
@@ -145,6 +184,16 @@ class Demo:
         agreement = offline_agreement(self.models.teacher, v3.student, self._rows())
         return v3.student, v3.manifest, agreement
 
+    def write_traffic(self) -> int:
+        """The distill config's held-out test rows as the load test's inputs; returns their number."""
+        return write_traffic_rows(self.args.config, self.models)
+
+    def latency_bodies(self) -> list[bytes]:
+        """The latency check's request bodies: one held-out row each."""
+        from kdgate.demo.latency import v2_bodies
+
+        return v2_bodies(self._rows())
+
     def _kdgate(self, *args: str) -> None:
         """Run the ``kdgate`` CLI as a user would (its output in the demo's log)."""
         self.say("[bold]kdgate " + " ".join(args) + "[/]")
@@ -160,7 +209,10 @@ class Demo:
 
     def distill(self) -> None:
         """Train and export (or reuse with --skip-distill when the artifacts exist)."""
-        if self.args.skip_distill and not self.models.missing():
+        missing = self.models.missing()
+        if self.args.skip_distill and set(missing) <= {self.models.traffic.name}:
+            if missing:
+                self.say(f"{self.write_traffic()} held-out rows saved as load-test inputs")
             self.say(f"reusing the distilled models in {self.models.dir}")
             return
         from distill.cli import RichReporter, summary_table
@@ -171,7 +223,7 @@ class Demo:
         with RichReporter(self.console) as reporter:
             report = run_pipeline(load_config(self.args.config), self.models.dir, reporter)
         self.console.print(summary_table(report))
-        rows = write_traffic_rows(self.args.config, self.models)
+        rows = self.write_traffic()
         self.say(f"distill report: {self.models.dir / 'report.html'}; {rows} held-out rows saved as load-test inputs")
 
     def roll_out(self, stage: Stage, config: dict, url: str, token: str) -> dict[str, Any]:
@@ -239,8 +291,12 @@ class Demo:
         from kdgate.demo.load import LocustLoad
 
         load = LocustLoad(url, csv_prefix=self.workdir / f"locust-{stage.key}{suffix}", users=self.args.users,
-                          shift_std=shift_std)
+                          model=self.model_name, shift_std=shift_std, env=self.locust_env())
         return load.__enter__()
+
+    def locust_env(self) -> dict[str, str]:
+        """Extra environment of the Locust process (what loadtests/locustfile.py sends)."""
+        return {}
 
     @staticmethod
     def _stop(load) -> dict[str, Any]:
@@ -276,24 +332,29 @@ def build_report(result: dict[str, Any], notes: list[str], wall_s: float) -> dic
     offline = result["offline"]
     agreement = ", ".join(f"{name.replace('_drifted', ' on drifted rows')} {offline[name]['agreement']:.1%}"
                           for name in ("v1", "v2", "v1_drifted", "v3", "v3_drifted") if name in offline)
-    subtitle = (f"MNIST-1D, teacher vs distilled students; offline agreement with the teacher: {agreement}; "
-                f"{result.get('captured_rows') or 0} captured rows re-distilled into v3; demo wall time {wall_s:.0f} s")
+    redistilled = f"{result.get('captured_rows') or 0} captured rows re-distilled into v3; " if "v3" in offline else ""
+    subtitle = (f"{result.get('title', 'MNIST-1D')}, teacher vs distilled students; offline agreement with the "
+                f"teacher: {agreement}; {redistilled}demo wall time {wall_s:.0f} s")
     return {"subtitle": subtitle, "wall_s": wall_s, "stages": rows, "stage_details": details, "points": points,
             "gates": result["gates"], "v3_gates": result.get("v3_gates"), "offline": result["offline"],
-            "captured_rows": result.get("captured_rows"),
+            "captured_rows": result.get("captured_rows"), "latency": result.get("latency"),
             "notes": [f"NOT as expected: {n}" for n in notes] + result.get("info", [])}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kdgate.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=pathlib.Path, default=DEFAULT_CONFIG, help="distill config")
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/demo"), help="model folder")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="mnist1d",
+                        help="mnist1d: the whole lifecycle; text: MiniLM teacher, text student, v1 and v2")
+    parser.add_argument("--config", type=pathlib.Path, help="distill config (default: the scenario's)")
+    parser.add_argument("--out", type=pathlib.Path, help="model folder (default: runs/demo, runs/demo-text)")
     parser.add_argument("--report", type=pathlib.Path, help="report folder (default OUT/demo-report)")
     parser.add_argument("--skip-distill", action="store_true", help="reuse OUT's models when present")
     parser.add_argument("--interval", type=float, default=6.0, help="rollout analysis interval, seconds")
     parser.add_argument("--min-samples", type=int, default=100, help="samples a gate needs to judge")
     parser.add_argument("--users", type=int, default=3, help="Locust users (closed loop, 10-50 ms think time)")
-    parser.add_argument("--bad-noise", type=float, default=0.3, help="weight noise of the corrupted v2 (x std)")
+    parser.add_argument("--bad-noise", type=float,
+                        help="weight noise of the corrupted v2 (x std; default 0.3, text 3.0: a bag of tokens "
+                             "averages noise out)")
     parser.add_argument("--guard-interval", type=float, default=6.0, help="guard check interval, seconds")
     parser.add_argument("--guard-shadow", type=float, default=0.25,
                         help="share of the stable student's traffic the teacher answers in shadow")
@@ -302,10 +363,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of drifted load after the guard rollback (v1 shadowed, disagreements captured)")
     parser.add_argument("--stage-timeout", type=float, default=180.0, help="longest wait for a verdict, seconds")
     parser.add_argument("--linger", type=float, default=4.0, help="seconds of load after each verdict")
+    parser.add_argument("--latency-requests", type=int, default=1500,
+                        help="requests of the one-client latency check after v1's promotion")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     parser.add_argument("--default-modes", action="store_true", help="Ray Serve's default proxy, no fast modes")
     parser.add_argument("--rebuild-report", action="store_true", help="re-render the last run's report only")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    scenario = SCENARIOS[args.scenario]
+    args.config = args.config or scenario["config"]
+    args.out = args.out or scenario["out"]
+    args.bad_noise = scenario["bad_noise"] if args.bad_noise is None else args.bad_noise
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 132)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     args = parse_args(argv)
-    demo = Demo(args, console)
+    if args.scenario == "text":
+        from kdgate.demo.text import TextDemo
+
+        demo = TextDemo(args, console)
+    else:
+        demo = Demo(args, console)
     raw_path = demo.report_dir / "demo-raw.json"
     if args.rebuild_report:  # re-render a finished run's report (no Ray, no training)
         result = json.loads(raw_path.read_text())
@@ -340,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     left = child_processes()
     console.print(f"report: [bold]{html_path}[/] (plots in {html_path.parent / 'plots'}); "
                   f"processes left running: {', '.join(left) or 'none'}")
+    if report.get("latency"):
+        from kdgate.demo.latency import describe
+
+        for line in describe(report["latency"]):
+            console.print(f"latency: {line}")
     for note in demo.notes:
         console.print(f"[red]NOT as expected[/]: {note}")
     return 1 if demo.notes else 0

@@ -106,10 +106,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def offline_agreement(teacher: pathlib.Path, student: pathlib.Path, x: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement and mean KL(teacher || student) of two ONNX models on ``x``."""
+    """Top-1 agreement and mean KL(teacher || student) of two ONNX models on ``x`` (features or token ids)."""
     from distill.export import onnx_predict
 
-    t, s = _softmax(onnx_predict(teacher, x)), _softmax(onnx_predict(student, x))
+    dtype = np.int64 if np.issubdtype(np.asarray(x).dtype, np.integer) else np.float32   # token ids or features
+    t, s = _softmax(onnx_predict(teacher, x, dtype=dtype)), _softmax(onnx_predict(student, x, dtype=dtype))
     kl = np.sum(t * (np.log(t + 1e-12) - np.log(s + 1e-12)), axis=1)
     return {"agreement": float(np.mean(t.argmax(1) == s.argmax(1))), "kl": float(kl.mean()), "rows": int(len(x))}
 
@@ -162,10 +163,11 @@ def calibrated_gates(good: dict[str, float], margin: float = 0.06) -> dict[str, 
 
 
 def _variant(name: str, role: str, path: pathlib.Path, version: str, models: DemoModels,
-             manifest: pathlib.Path | None = None) -> dict[str, Any]:
+             manifest: pathlib.Path | None = None, timeout_s: float = 2.0) -> dict[str, Any]:
     if role == "teacher":
         return {"name": name, "role": role, "backend": "onnx", "model_path": str(path), "device": "cpu",
-                "version": version, "timeout_s": 2.0, "usd_per_hour": TEACHER_USD_PER_HOUR,
+                **({"manifest_path": str(manifest)} if manifest else {}), "version": version,
+                "timeout_s": timeout_s, "usd_per_hour": TEACHER_USD_PER_HOUR,
                 "batching": {"enabled": True, "max_batch_size": 32, "wait_timeout_s": 0.002}}
     return {"name": name, "role": role, "backend": "onnx", "model_path": str(path),
             "manifest_path": str(manifest or models.manifest), "device": "cpu", "colocated": True,
@@ -174,27 +176,30 @@ def _variant(name: str, role: str, path: pathlib.Path, version: str, models: Dem
 
 def stage_config(stage: Stage, models: DemoModels, *, students: dict[str, pathlib.Path], gates: dict[str, Any],
                  workdir: pathlib.Path, token_file: pathlib.Path, interval_s: float = 6.0, min_samples: int = 100,
-                 guard: dict[str, Any] | None = None,
-                 manifests: dict[str, pathlib.Path] | None = None) -> dict[str, Any]:
+                 guard: dict[str, Any] | None = None, manifests: dict[str, pathlib.Path] | None = None,
+                 model_name: str = MODEL_NAME, teacher_timeout_s: float = 2.0,
+                 teacher_manifest: pathlib.Path | None = None) -> dict[str, Any]:
     """The gateway config of one stage: teacher, the candidate and ``stage.others``, one rollout state.
 
     ``students`` maps variant names to ONNX files (``manifests`` to their manifest.json when not
     the demo's); every stage shares one rollout state file, so a candidate takes its traffic from
-    the variant the previous stage left stable.
+    the variant the previous stage left stable. ``teacher_timeout_s`` bounds the teacher's answers,
+    primary and shadow; ``teacher_manifest``: the teacher's own (a text teacher's names its tokenizer).
     """
     manifests = manifests or {}
-    variants = [_variant("teacher", "teacher", models.teacher, "teacher-1", models)]
+    variants = [_variant("teacher", "teacher", models.teacher, "teacher-1", models, teacher_manifest,
+                         timeout_s=teacher_timeout_s)]
     variants += [_variant(name, "student", students[name], name, models, manifests.get(name))
                  for name in (*stage.others, stage.variant)]
     stage_gates = {**gates, "input_drift": {**gates["input_drift"], "enabled": stage.input_drift_gate}}
     return {
-        "model_name": MODEL_NAME, "task": "classification", "variants": variants,
+        "model_name": model_name, "task": "classification", "variants": variants,
         # Per-request split: the demo's handful of Locust users would make a sticky 5 % canary
         # all-or-nothing (each user stays on one variant); production configs keep x-user-id.
         "routing": {"weights": {stage.serving: 100}, "sticky_header": None},
         # Every canary request is compared: the teacher answers the student's in the background
         # and the student the teacher's, so each check has enough pairs at any weight.
-        "shadow": {"fraction": 1.0, "canary_compare_fraction": 1.0, "queue_size": 256, "timeout_s": 2.0},
+        "shadow": {"fraction": 1.0, "canary_compare_fraction": 1.0, "queue_size": 256, "timeout_s": teacher_timeout_s},
         # Small segments: the captured rows reach disk (and `kdgate capture export`) within seconds.
         "capture": {"enabled": True, "dir": str(workdir / f"capture-{stage.key}"), "segment_rows": 16},
         "admin": {"token_file": str(token_file)},

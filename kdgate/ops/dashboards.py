@@ -56,14 +56,20 @@ def _latency_targets() -> tuple[Target, ...]:
     )
 
 
+def _per_variant_quantiles(metric: str) -> tuple[Target, ...]:
+    return tuple(Target(f"{{{{variant}}}} {name}", q.quantile(p, metric, ("variant",), RANGE, MODEL))
+                 for name, p in (("p50", 0.5), ("p99", 0.99)))
+
+
 def _traffic_panels() -> tuple[Panel, ...]:
     served = q.rate_sum(q.REQUESTS, ("variant",), RANGE, MODEL, 'route="primary"')
     return (
         Panel("Latency p50 / p99 by variant", "s", _latency_targets(),
               description="Model answer latency per variant and route (primary = the caller waited)."),
-        Panel("Gateway overhead p50 / p99 by variant", "s", tuple(
-            Target(f"{{{{variant}}}} {name}", q.quantile(p, q.OVERHEAD, ("variant",), RANGE, MODEL))
-            for name, p in (("p50", 0.5), ("p99", 0.99))),
+        Panel("Gateway request p50 / p99 by answering variant", "s", _per_variant_quantiles(q.HANDLER),
+              description="The handler's whole time per inference request (parse, routing, model calls, "
+                          "encoding): what a client waits minus network and proxy."),
+        Panel("Gateway overhead p50 / p99 by variant", "s", _per_variant_quantiles(q.OVERHEAD),
               description="The gateway's own time per inference request (parse, routing, encoding), "
                           "model call excluded."),
         Panel("Request rate by variant", "reqps", (

@@ -56,10 +56,12 @@ def serve_instance():
         yield {"url": local.url, "port": local.port, "metrics_url": f"http://127.0.0.1:{local.metrics_port}/metrics"}
 
 
-def start_triton(model_path: str, *, http_port: int, grpc_port: int, model: str = "kdgate-teacher"):
+def start_triton(model_path: str, *, http_port: int, grpc_port: int, model: str = "kdgate-teacher",
+                 input_dtype=np.float32, input_shape: tuple = (FEATURES,), output_width: int = CLASSES):
     """A running real Triton server (pytriton's tritonserver) serving ``model_path`` as ``model``.
 
-    The caller stops it (``.stop()``); starting again on the same ports brings it back.
+    The caller stops it (``.stop()``); starting again on the same ports brings it back. A text
+    model: ``input_dtype=np.int64, input_shape=(-1,)`` (token ids of any length).
     """
     pytest.importorskip("pytriton")
     from pytriton.decorators import batch
@@ -80,8 +82,8 @@ def start_triton(model_path: str, *, http_port: int, grpc_port: int, model: str 
                           grpc_port=grpc_port, metrics_port=free_port(), allow_metrics=False)
     triton = Triton(config=config)
     triton.bind(model, infer,
-                inputs=[Tensor(name="input", dtype=np.float32, shape=(FEATURES,))],
-                outputs=[Tensor(name="logits", dtype=np.float32, shape=(CLASSES,))],
+                inputs=[Tensor(name="input", dtype=input_dtype, shape=input_shape)],
+                outputs=[Tensor(name="logits", dtype=np.float32, shape=(output_width,))],
                 config=ModelConfig(max_batch_size=64))
     triton.run()
     return triton
@@ -95,6 +97,22 @@ def triton_server(onnx_models):
     try:
         yield {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "model": "kdgate-teacher"}
     finally:
+        triton.stop()
+
+
+@pytest.fixture()
+def triton_for():
+    """``start(onnx_path, **start_triton options)`` -> ``{"http": "host:port", "model": name}``: a real
+    Triton server (pytriton) per call, all stopped after the test."""
+    started = []
+
+    def start(model_path: str, **options):
+        http_port, grpc_port = free_port(), free_port()
+        started.append(start_triton(model_path, http_port=http_port, grpc_port=grpc_port, **options))
+        return {"http": f"127.0.0.1:{http_port}", "model": options.get("model", "kdgate-teacher")}
+
+    yield start
+    for triton in started:
         triton.stop()
 
 

@@ -68,3 +68,23 @@ def test_real_triton_rejects_a_broken_config(model_dir):
     log = triton_load_log(model_dir.parent)
     assert "preferred size must be <= max batch size" in log, log[-3000:]
     assert BACKEND_MISSING not in log
+
+
+def test_real_triton_accepts_a_text_models_config(tmp_path):
+    """Token ids in (INT64, any sequence length), as the text pipelines write triton/."""
+    torch.manual_seed(0)
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table, self.head = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3)
+
+        def forward(self, ids):
+            return self.head(self.table(ids).mean(dim=1))
+
+    ids = np.random.default_rng(0).integers(1, 50, size=(6, 12)).astype(np.int64)
+    exported = export_onnx(Bag(), tmp_path / "student.onnx", ids, dtype=np.int64)
+    write_triton_model(tmp_path / "triton", "kdgate-student", exported.path, (-1,), 3, input_type="TYPE_INT64")
+    assert "data_type: TYPE_INT64" in (tmp_path / "triton" / "kdgate-student" / "config.pbtxt").read_text()
+    log = triton_load_log(tmp_path / "triton")
+    assert BACKEND_MISSING in log, log[-3000:]

@@ -45,7 +45,7 @@ def test_demo_tells_the_lifecycle_v1_v2_drift_v3(tmp_path):
     command = [sys.executable, "-m", "kdgate.demo", "--skip-distill", "--config", str(TINY), "--out", str(models),
                "--interval", "1", "--guard-interval", "3", "--guard-shadow", "0.5", "--min-samples", "150",
                "--linger", "1", "--bad-noise", "1.0", "--stage-timeout", "90", "--users", "2", "--v3-epochs", "3",
-               "--capture-s", "3"]
+               "--capture-s", "3", "--latency-requests", "200"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=460)
     output = proc.stdout + proc.stderr
     report_dir = models / "demo-report"
@@ -70,4 +70,6 @@ def test_demo_tells_the_lifecycle_v1_v2_drift_v3(tmp_path):
     assert (report_dir / "report.html").stat().st_size > 10_000
     assert {p.name for p in (report_dir / "plots").iterdir()} >= {"stable.png", "weight.png", "agreement.png",
                                                                   "latency.png", "cost.png"}
+    latency = report["latency"]["variants"]["v1"]   # the one-client check after v1's promotion
+    assert latency["gateway_requests"] == latency["requests"] > 0 and latency["gateway_p50_ms"] > 0
     assert "processes left running: none" in " ".join(output.split())

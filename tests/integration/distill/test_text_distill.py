@@ -112,6 +112,10 @@ def test_small_slice_trains_exports_with_parity_and_hashes_the_tokenizer(corpus,
     assert {"mean_cosine", "probe_retention", "param_reduction", "speedup_batch1",
             "beats_no_teacher_baseline"} <= set(report["acceptance"])
     assert all(isinstance(v["met"], bool) for v in report["acceptance"].values())
+    page = (tmp_path / "report.html").read_text()
+    assert "mean cosine with the teacher" in page and "INT8 (dynamic quantization)" in page
+    assert f"{metrics['student']['mean_cosine']:.4g}" in page and "kdgate-student" in "".join(
+        p.name for p in (tmp_path / "triton").iterdir())
     int8 = assert_int8_recorded(report, manifest, tmp_path, ("mean_cosine", "topk_overlap", "probe_accuracy"))
     # The student's INT8 copy embeds as its FP32 self does; the teacher's stays close to the FP32 teacher.
     assert int8["student"]["mean_cosine"] == pytest.approx(int8["student"]["fp32"]["mean_cosine"], abs=0.02)

@@ -166,3 +166,19 @@ def test_admin_config_overlay_changes_shadow_live_and_rejects_bad_values(gateway
     current = httpx.get(f"{url}/admin/config", headers=_auth(), timeout=10).json()["config"]
     assert current["shadow"]["fraction"] == 0.25
     httpx.put(f"{url}/admin/config", json={"shadow": {"fraction": 0.0}}, headers=_auth(), timeout=10).raise_for_status()
+
+
+def test_every_answer_carries_server_timing_and_the_handler_histogram_counts_each_inference(gateway):
+    from kdgate.demo.latency import handler_counts, server_timing_s
+
+    url = gateway["url"]
+    before = httpx.get(f"{url}/admin/stats", headers=_auth(), timeout=10).json()
+    answers = [v1(url, [ROW], headers={"x-kdgate-force-variant": "student"}) for _ in range(20)]
+    errors = [httpx.post(f"{url}/v2/models/nope/infer", json={}, timeout=10), httpx.get(f"{url}/v3/x", timeout=10)]
+    after = httpx.get(f"{url}/admin/stats", headers=_auth(), timeout=10).json()
+    for response in answers + errors:
+        seconds = server_timing_s(response.headers.get("server-timing"))
+        assert seconds is not None and 0 < seconds < 5, response.headers
+    assert {r.headers["x-kdgate-replica"] for r in answers} == {answers[0].headers["x-kdgate-replica"]}
+    counts = handler_counts(before, after, "student")   # one replica in this module: its stats saw them all
+    assert counts is not None and sum(counts) == 20

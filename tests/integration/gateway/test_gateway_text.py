@@ -162,3 +162,35 @@ def test_a_text_canary_passes_its_gates_and_a_corrupted_text_student_is_rolled_b
     assert status["phase"] == "RolledBack" and status["weight"] == 0.0, (status["phase"], status["last_gates"])
     assert "agreement" in status["reason"], status["reason"]
     assert max(s["weight"] for s in seen) < 50.0 and failures == []
+
+
+def test_the_text_triton_repository_and_the_triton_backend_take_token_ids(text_models, triton_for, app_factory,
+                                                                          tmp_path):
+    """The distilled folder's triton/ entries take INT64 ids of any length; a text student behind a real
+    Triton server answers V1 strings through the gateway (tokenised there, sent as INT64) as ONNX Runtime."""
+    from distill.export import parse_triton_config
+    from tritonclient.grpc import model_config_pb2
+
+    from gateway.backends import TritonBackend
+
+    for name in ("kdgate-student", "kdgate-teacher"):
+        config = parse_triton_config(text_models["dir"] / "triton" / name / "config.pbtxt")
+        (tensor,) = config.input
+        assert (model_config_pb2.DataType.Name(tensor.data_type), list(tensor.dims)) == ("TYPE_INT64", [-1]), tensor
+    width = int(config.output[0].dims[0])
+    assert width == onnx_predict(text_models["teacher"], _ids(text_models, ["hi"]), dtype=np.int64).shape[1]
+    ids = _ids(text_models, corpus_texts(8))
+    server = triton_for(text_models["student"], model="kdgate-student", input_dtype=np.int64, input_shape=(-1,),
+                        output_width=width)
+    expected = onnx_predict(text_models["student"], ids, dtype=np.int64)
+    backend = TritonBackend(server["http"], "kdgate-student", timeout_s=10.0)
+    np.testing.assert_allclose(backend.infer(ids), expected, rtol=1e-5, atol=1e-5)
+    config = text_gateway_config(text_models, tmp_path)
+    student = config["variants"][1]
+    student.update(backend="triton", colocated=False, model_path=None, timeout_s=10.0,
+                   triton={"url": server["http"], "model_name": "kdgate-student"})
+    url = app_factory("texttriton", config)
+    answer = httpx.post(f"{url}/v1/models/minilm:predict", json={"instances": corpus_texts(8)},
+                        headers={"x-kdgate-force-variant": "student"}, timeout=30)
+    assert answer.status_code == 200 and answer.headers["x-kdgate-variant"] == "student", answer.text
+    np.testing.assert_allclose(np.array(answer.json()["predictions"]), expected, rtol=1e-4, atol=1e-5)

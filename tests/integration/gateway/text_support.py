@@ -22,11 +22,7 @@ def build_text_artifacts(root: pathlib.Path, scratch: pathlib.Path) -> dict:
     """teacher.onnx, student.onnx, tokenizer.json, manifest.json in a folder under ``root`` named by the
     content of the build (config and distill/ sources): built once, then reused; a corrupted student in
     ``scratch`` (cheap, every session)."""
-    import hashlib
     import json
-
-    from distill.config import parse_config
-    from distill.pipeline import run_pipeline
 
     document = {
         "name": "gateway-text", "threads": 1, "cache_dir": str(ROOT / ".kdgate-cache"),
@@ -39,20 +35,33 @@ def build_text_artifacts(root: pathlib.Path, scratch: pathlib.Path) -> dict:
         "export": {"latency_repeats": 5, "int8": False},  # the gateway tests serve the FP32 models only
         "embedding": {"top_k": 5, "token_init": True},
     }
+    out = distilled_once(root, "kdgate-text-models", document)
+    corrupt = corrupt_copy(out / "student.onnx", scratch / "student-corrupt.onnx")
+    return {"dir": out, "teacher": str(out / "teacher.onnx"), "student": str(out / "student.onnx"),
+            "corrupt": str(corrupt), "manifest": str(out / "manifest.json"),
+            "report": json.loads((out / "report.json").read_text())}
+
+
+def distilled_once(root: pathlib.Path, prefix: str, document: dict) -> pathlib.Path:
+    """``run_pipeline`` on the config ``document`` into ``root/prefix-<hash>``, the hash of the document
+    and the distill/ sources: built once, then reused; whole folders only (an interrupted build never is)."""
+    import hashlib
+    import json
+
+    from distill.config import parse_config
+    from distill.pipeline import run_pipeline
+
     digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode())
     for source in sorted((ROOT / "distill").rglob("*.py")) + [ROOT / "gateway" / "core" / "manifest.py"]:
         digest.update(source.read_bytes())
-    out = root / f"kdgate-text-models-{digest.hexdigest()[:16]}"
+    out = root / f"{prefix}-{digest.hexdigest()[:16]}"
     if not (out / "report.json").is_file():
         staging = root / f"{out.name}.{os.getpid()}.part"
         shutil.rmtree(staging, ignore_errors=True)
         run_pipeline(parse_config(document), staging)
         shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)  # whole folders only: an interrupted build is never reused
-    corrupt = corrupt_copy(out / "student.onnx", scratch / "student-corrupt.onnx")
-    return {"dir": out, "teacher": str(out / "teacher.onnx"), "student": str(out / "student.onnx"),
-            "corrupt": str(corrupt), "manifest": str(out / "manifest.json"),
-            "report": json.loads((out / "report.json").read_text())}
+        staging.rename(out)
+    return out
 
 
 def corrupt_copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:

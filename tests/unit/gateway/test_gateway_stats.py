@@ -97,6 +97,19 @@ def test_latency_on_a_bound_lands_in_that_bucket():
     assert counts[0] == 1 and counts[-1] == 1
 
 
+def test_handler_latency_per_answering_variant_adds_across_replicas():
+    a, b = WindowStats(), WindowStats()
+    for seconds in (0.0001, 0.0002, 0.0004):
+        a.record_handled("student", seconds)
+    b.record_handled("student", 0.05)
+    assert a.handler_quantile("teacher", 0.5) is None
+    assert 0.00015 < a.handler_quantile("student", 0.5) <= 0.00025
+    merged = merge_snapshots([a.snapshot(), b.snapshot()])["variants"]["student"]
+    assert sum(merged["handler_latency_counts"]) == 4
+    assert merged["handler_latency_sum_s"] == pytest.approx(0.0507)
+    assert a.snapshot()["variants"]["student"]["requests"] == {}  # requests count model answers, not this
+
+
 def test_comparisons_accumulate_sums():
     stats = WindowStats(clock=FakeClock())
     t = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])

@@ -48,13 +48,14 @@ def test_flusher_writes_on_its_timer_and_at_stop():
 def test_gateway_metrics_request_path_writes_nothing_until_flush():
     metrics = GatewayMetrics(model="m", flush_interval_s=3600)
     metrics.requests, metrics.request_seconds, metrics.rows = Recording(), Recording(), Recording()
-    metrics.overhead_seconds = Recording()
+    metrics.overhead_seconds, metrics.handler_seconds = Recording(), Recording()
     for _ in range(10):
         metrics.observe_request("student", "primary", 0.00005, status="ok", rows=2)
-        metrics.observe_overhead("student", 0.0002)
+        metrics.observe_handled("student", 0.00025, 0.0002)
     assert metrics.requests.calls == [] and metrics.request_seconds.calls == []
     metrics.close()
     assert metrics.requests.calls == [(1 * 10, {"variant": "student", "model": "m", "route": "primary",
                                                 "status": "ok"})]
     assert metrics.rows.calls == [(20, {"variant": "student", "model": "m", "route": "primary"})]
     assert len(metrics.request_seconds.calls) == 10 and len(metrics.overhead_seconds.calls) == 10
+    assert metrics.handler_seconds.calls == [(0.00025, {"variant": "student", "model": "m"})] * 10
