@@ -25,7 +25,7 @@ def models_table(report: dict) -> str:
             continue
         m = metrics[name]
         size = params.get("teacher" if name == "teacher" else "student")
-        rows.append([html.escape(f"{name} ({label})"), _fmt(m.get("mean_cosine")), _fmt(m.get("topk_overlap")),
+        rows.append([html.escape(label), _fmt(m.get("mean_cosine")), _fmt(m.get("topk_overlap")),
                      _fmt(m.get("probe_accuracy"), "pct"), _fmt(size, "int"), _fmt(latency.get(name), "ms")])
     top_k = (report.get("config") or {}).get("embedding", {}).get("top_k", "k")
     headers = ["model", "mean cosine with the teacher", f"top-{top_k} neighbour overlap", "probe accuracy",

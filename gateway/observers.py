@@ -108,7 +108,7 @@ class Observers:
             self.stats.record_request(variant, route, seconds, ok, rows)
             if ok:
                 self.stats.record_busy(variant, seconds)
-        counts = self._cost_counts.get(variant) or self._cost_counts.setdefault(variant, [0, 0, 0.0])
+        counts = self._cost_counts.setdefault(variant, [0, 0, 0.0])
         counts[0] += 1
         if ok:
             counts[2] += seconds

@@ -18,6 +18,7 @@ from gateway.core.errors import NotFound, PayloadTooLarge
 from gateway.http import api as http_api
 
 VARIANT_HEADER = "x-kdgate-variant"
+REPLICA_HEADER = "x-kdgate-replica"  # the Gateway replica that answered (set by the ingress on every response)
 VERSION_HEADER = "x-kdgate-model-version"
 FALLBACK_HEADER = "x-kdgate-fallback"
 

@@ -33,7 +33,7 @@ from gateway.core.errors import BackendError, BadRequest, GatewayConfigError
 from gateway.http import routes as http_routes
 from gateway.http.admin import AdminEndpoints
 from gateway.http.health import HealthEndpoints
-from gateway.http.inference import VARIANT_HEADER, InferenceEndpoints
+from gateway.http.inference import REPLICA_HEADER, VARIANT_HEADER, InferenceEndpoints
 from gateway.observers import Observers
 from gateway.request_context import start_request
 from gateway.runtime import GatewayRuntime
@@ -44,7 +44,6 @@ from gateway.serve.rollout_host import RolloutSync, controller_caller
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1  # a 503 tells clients when to retry (a backend may come back any moment)
-REPLICA_HEADER = "x-kdgate-replica"  # the Gateway replica that answered
 CHANGE_HEADER = "x-kdgate-split-seq"  # the change-log entry (seq) whose split that replica serves
 TIMING_HEADER = "server-timing"  # W3C Server-Timing: the handler's milliseconds (``gateway;dur=0.142``)
 

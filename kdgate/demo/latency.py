@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from gateway.core.stats import histogram_quantile
+from gateway.http.inference import REPLICA_HEADER, VARIANT_HEADER
 
 TOLERANCE = 0.2      # the gateway's figure within 20 % of the client's minus network time
 QUANTILES = (("p50", 0.5), ("p99", 0.99))
-VARIANT_HEADER = "x-kdgate-variant"
 PROBE_MODEL = "kdgate-latency-probe"   # a model name no gateway serves: 404 before the body is read
 
 
@@ -113,7 +113,7 @@ def measure(url: str, model: str, bodies: Sequence[bytes], admin, *, requests: i
             elapsed = time.perf_counter() - start
             response.raise_for_status()
             client_s.setdefault(response.headers[VARIANT_HEADER], []).append(elapsed)
-            replicas.add(response.headers.get("x-kdgate-replica", ""))
+            replicas.add(response.headers.get(REPLICA_HEADER, ""))
             start = time.perf_counter()
             response = client.post(probe, content=body, headers=headers)
             elapsed = time.perf_counter() - start

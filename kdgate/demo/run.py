@@ -61,7 +61,12 @@ def _raise_interrupt(_signum, _frame) -> None:
 
 
 class Demo:
-    """One run of the demo; :meth:`run` returns the report dict."""
+    """One run of the demo; :meth:`run` returns the report dict. A scenario (:mod:`kdgate.demo.text`)
+    overrides the class attributes and the hooks ``prepare``, ``stage_config``, ``write_traffic``,
+    ``latency_bodies``, ``locust_env`` and ``info``."""
+
+    stages: tuple[Stage, ...] = STAGES
+    title, model_name = "MNIST-1D", MODEL_NAME
 
     def __init__(self, args: argparse.Namespace, console):
         self.args, self.console = args, console
@@ -74,9 +79,6 @@ class Demo:
 
     def say(self, message: str) -> None:
         self.console.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold cyan]demo[/] {message}")
-
-    stages: tuple[Stage, ...] = STAGES
-    title, model_name = "MNIST-1D", MODEL_NAME
 
     def run(self) -> dict[str, Any]:
         shutil.rmtree(self.workdir, ignore_errors=True)  # a fresh rollout state, capture and audit log

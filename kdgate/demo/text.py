@@ -31,10 +31,9 @@ import numpy as np
 from kdgate.demo.run import Demo
 from kdgate.demo.setup import (
     STUDENT_USD_PER_HOUR, TEACHER_USD_PER_HOUR, Stage, calibrated_gates, offline_agreement, perturb_onnx,
-    stage_config, write_json,
+    write_json,
 )
 
-CONFIG = pathlib.Path(__file__).resolve().parents[2] / "deployments" / "demo" / "distill-minilm-spam.yaml"
 MODEL_NAME = "minilm-spam"
 TEACHER_TIMEOUT_S = 10.0   # a CPU transformer's batch of 32 under load, with room
 # No input-drift gate: a text manifest carries no per-feature reference (docs/artifacts.md).
@@ -90,9 +89,8 @@ class TextDemo(Demo):
         return {"v1": good, "v2": bad}, gates, {"v1": self.models.student, "v2": bad_path}
 
     def stage_config(self, stage: Stage, **kwargs) -> dict[str, Any]:
-        return stage_config(stage, self.models, workdir=self.workdir, interval_s=self.args.interval,
-                            min_samples=self.args.min_samples, model_name=MODEL_NAME,
-                            teacher_timeout_s=TEACHER_TIMEOUT_S, teacher_manifest=self.models.manifest, **kwargs)
+        return super().stage_config(stage, model_name=MODEL_NAME, teacher_timeout_s=TEACHER_TIMEOUT_S,
+                                    teacher_manifest=self.models.manifest, **kwargs)
 
     def latency_bodies(self) -> list[bytes]:
         from kdgate.demo.latency import v2_bodies
