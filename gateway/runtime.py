@@ -68,6 +68,7 @@ class _State:
     input_shape: list[int] | None = None
     output_shape: list[int] | None = None
     text: TextModels | None = None  # the variants' tokenizers when the models take text
+    teacher: str = ""               # the teacher's name (read on every request: no search of the variants)
 
 
 class GatewayRuntime:
@@ -102,7 +103,7 @@ class GatewayRuntime:
         self._state = _State(
             config=new, local=local, weights=new.effective_weights(),
             student_weights={v.name: new.effective_weights()[v.name] for v in new.students},
-            versions={v.name: v.version for v in new.variants}, text=text,
+            versions={v.name: v.version for v in new.variants}, text=text, teacher=new.teacher.name,
             **_io_shapes(new, local),
         )
         if old is None or old.teacher != new.teacher:
@@ -177,7 +178,7 @@ class GatewayRuntime:
         """Answer one batch; a failing student is replaced by the teacher (counted)."""
         state = self._state
         name = self.choose(headers, version=version)
-        teacher = state.config.teacher.name
+        teacher = state.teacher
         try:
             y = await self._call(state, name, x, route=PRIMARY)
         except BackendError as err:
@@ -196,7 +197,7 @@ class GatewayRuntime:
         if isinstance(x, TextBatch):  # each variant's own tokenizer (ids cached on the batch per file)
             x = state.text.ids(name, x)
         try:
-            if name in state.local and name == state.config.teacher.name:
+            if name in state.local and name == state.teacher:
                 y = await self._colocated_teacher(state.local[name], x)
             elif name in state.local:
                 # Inline on purpose: a tiny ONNX student answers in microseconds, less than a
@@ -246,7 +247,7 @@ class GatewayRuntime:
     # ----- shadow ----------------------------------------------------------------------
     def _maybe_shadow(self, state: _State, primary: str, x: np.ndarray, y: np.ndarray, request_id: str) -> None:
         shadow = state.config.shadow
-        teacher, candidate = state.config.teacher.name, state.config.rollout_student
+        teacher, candidate = state.teacher, state.config.rollout_student
         draw = random.random()
         if primary == teacher:
             fraction, others = shadow.fraction, (self._shadow_student(state),)

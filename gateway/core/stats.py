@@ -40,7 +40,8 @@ from gateway.core.errors import GatewayError
 
 PRIMARY, SHADOW = "primary", "shadow"
 SNAPSHOT_FORMAT = 1
-BROADCAST_MAX_ROWS = 64   # record_inputs: up to this many rows, one broadcast comparison; more, searchsorted
+BROADCAST_MAX_ROWS = 64   # input binning: up to this many rows, one broadcast comparison; more, searchsorted
+FOLD_ROWS = 256           # inputs/classes wait in a list until this many rows (or a reader) fold them at once
 
 
 def _log_buckets(low_s: float, high_s: float, per_decade: int) -> tuple[float, ...]:
@@ -111,11 +112,14 @@ class WindowStats:
             self._started_at = self._clock()
             self._variants: dict[str, dict[str, Any]] = {}
             self._bins: dict[str, np.ndarray] = {}   # variant -> input rows [feature, bin] (padded)
+            self._pending: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []  # (variant, inputs, classes)
+            self._pending_rows = 0
             self._comparisons: dict[str, dict[str, dict[str, float]]] = {}
 
     def set_input_edges(self, input_edges: Sequence[Sequence[float]] | None) -> None:
         """New reference edges (after a reconfigure); input bins start over."""
         with self._lock:
+            self._fold()   # the classes still pending; their inputs were binned against the old edges
             self._set_edges(input_edges)
             self._bins = {}
 
@@ -204,46 +208,70 @@ class WindowStats:
             return
         if classes.min() < 0:
             raise GatewayError(f"record_outputs: negative class index {int(classes.min())}")
-        counts = np.bincount(classes).tolist()
-        with self._lock:
-            total = self._variant(variant)["class_counts"]
-            total.extend([0] * (len(counts) - len(total)))
-            for c, n in enumerate(counts):   # in place: on the request path
-                total[c] += n
+        self._queue(variant, None, classes)
 
     def record_inputs(self, variant: str, x: np.ndarray) -> None:
         """Bin each flattened feature of ``x`` ``[rows, *features]`` with the reference edges.
 
-        ``numpy.digitize`` for every feature at once (edges increasing, as quantiles are): a row's
-        bin is the number of edges <= its value, NaN in the last bin. On the request path: 8 us for
-        one row of 40 features and 10 edges, where a digitize per feature took 140 us.
+        On the request path only a shape check and an append: rows wait in a list until
+        :data:`FOLD_ROWS` of them (or a reader) bin them in one go, about 0.3 us a row where one
+        row at a time took 7 us (40 features, 10 edges; :meth:`_bin_counts`).
         """
         if self._edges is None:
             return
-        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        flat = np.asarray(x).reshape(len(x), -1)
         if flat.shape[1] != len(self._edges):
             raise GatewayError(f"record_inputs: {flat.shape[1]} features, reference edges have {len(self._edges)}")
+        self._queue(variant, flat, None)
+
+    def _queue(self, variant: str, inputs: np.ndarray | None, classes: np.ndarray | None) -> None:
+        with self._lock:
+            self._pending.append((variant, inputs, classes))
+            self._pending_rows += len(inputs if inputs is not None else classes)
+            if self._pending_rows >= FOLD_ROWS:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Add the pending inputs and classes to the counts (caller holds the lock)."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        inputs: dict[str, list[np.ndarray]] = {}
+        classes: dict[str, list[np.ndarray]] = {}
+        for variant, x, c in pending:
+            (inputs if x is not None else classes).setdefault(variant, []).append(x if x is not None else c)
+        for variant, rows in inputs.items():
+            if self._edges is not None:
+                counts = self._bin_counts(np.concatenate(rows).astype(np.float64, copy=False))
+                self._variant(variant)
+                total = self._bins.get(variant)
+                self._bins[variant] = counts if total is None else total + counts
+        for variant, parts in classes.items():
+            counts = np.bincount(np.concatenate(parts)).tolist()
+            total = self._variant(variant)["class_counts"]
+            total.extend([0] * (len(counts) - len(total)))
+            for c, n in enumerate(counts):
+                total[c] += n
+
+    def _bin_counts(self, flat: np.ndarray) -> np.ndarray:
+        """Rows per ``[feature, bin]`` (padded) of ``flat`` ``[rows, features]``: a row's bin is the
+        number of edges <= its value, NaN in the last bin."""
         if len(flat) <= BROADCAST_MAX_ROWS:   # one comparison of every value with every edge
             index = (flat[:, :, None] >= self._edge_matrix).sum(axis=2)
             nan = np.isnan(flat)
             if nan.any():
                 index = np.where(nan, self._edge_counts, index)
-        else:                                  # big batches: a binary search per feature is cheaper
+        else:                                  # many rows: a binary search per feature is cheaper
             index = np.stack([np.searchsorted(e, flat[:, f], side="right") for f, e in enumerate(self._edges)],
                              axis=1)
         width = self._edge_matrix.shape[1] + 1
-        counts = np.bincount((index + self._bin_offsets).ravel(),
-                             minlength=len(self._edges) * width).reshape(len(self._edges), width)
-        with self._lock:
-            self._variant(variant)
-            total = self._bins.get(variant)
-            self._bins[variant] = counts if total is None else total + counts
+        return np.bincount((index + self._bin_offsets).ravel(),
+                           minlength=len(self._edges) * width).reshape(len(self._edges), width)
 
     def drift_counts(self) -> tuple[float, dict[str, list[int]], list[list[int]]]:
         """``(started_at, {variant: rows per predicted class}, rows per input bin per feature)`` so
         far: what the drift gates judge, for the metrics' exporter (cumulative; the input bins of
         every variant summed, inputs being one traffic whoever answered them)."""
         with self._lock:
+            self._fold()
             bins = self._bin_lists(sum(self._bins.values())) if self._bins else []
             return self._started_at, {v: list(e["class_counts"]) for v, e in self._variants.items()}, bins
 
@@ -262,6 +290,7 @@ class WindowStats:
     def snapshot(self) -> dict:
         """A JSON-able copy of every counter (see the module docstring for the layout)."""
         with self._lock:
+            self._fold()
             return {
                 "format": SNAPSHOT_FORMAT, "started_at": self._started_at, "taken_at": self._clock(),
                 "replicas": 1, "latency_upper_bounds_s": list(LATENCY_BUCKETS_S),

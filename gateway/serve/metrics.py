@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from gateway.core.stats import LATENCY_BUCKETS_S
 from gateway.serve.metric_buffer import Flusher, MetricBuffer
@@ -139,10 +140,11 @@ class GatewayMetrics:
         self._export_lock = threading.Lock()
         self._flusher = Flusher(self.flush, interval_s=flush_interval_s).start()
 
-    def flush(self) -> int:
-        """Write the buffered per-request metrics to Ray now (the flusher does it every second)."""
+    def flush(self, pause: Callable[[], Any] | None = None) -> int:
+        """Write the buffered per-request metrics to Ray now (the flusher does it every second,
+        with ``pause`` between chunks of writes)."""
         self._export_count_growth()
-        return self._buffer.flush()
+        return self._buffer.flush(pause)
 
     def export_counts(self, read: Callable[[], DriftCounts | None]) -> None:
         """From now on each flush sends ``count_sink`` what the cumulative counts ``read()`` returns

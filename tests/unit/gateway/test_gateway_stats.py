@@ -11,6 +11,7 @@ import pytest
 from gateway.core.compare import Comparison, compare_classification
 from gateway.core.errors import GatewayError
 from gateway.core.stats import (
+    FOLD_ROWS,
     LATENCY_BUCKETS_S,
     PRIMARY,
     SHADOW,
@@ -145,15 +146,30 @@ def test_input_bins_equal_numpy_digitize_per_feature():
     x[:5, 4] = [0.0, -1.0, 2.0, np.inf, -np.inf]
     x[5:8, 1] = [edges[1][0], np.nan, edges[1][3]]
     stats = WindowStats(input_edges=edges, clock=FakeClock())
-    stats.record_inputs("student", x[:20])     # the broadcast comparison (small requests)
-    stats.record_inputs("student", x[20:120])  # a binary search per feature (big batches)
-    stats.record_inputs("teacher", x[120:])
+    stats.record_inputs("student", x[:20])
+    stats.snapshot()                           # folds 20 rows: the broadcast comparison
+    stats.record_inputs("student", x[20:120])
+    for row in x[120:]:                        # one row per request: folded at FOLD_ROWS and at the
+        stats.record_inputs("teacher", row[None])  # next reading, by a binary search per feature
     expected = [np.bincount(np.digitize(x[:, f], e), minlength=len(e) + 1).tolist() for f, e in enumerate(edges)]
     variants = stats.snapshot()["variants"]
     summed = [[a + b for a, b in zip(s, t)]
               for s, t in zip(variants["student"]["input_bins"], variants["teacher"]["input_bins"])]
     assert summed == expected
     assert stats.drift_counts()[2] == expected
+
+
+def test_pending_rows_fold_once_and_every_reading_sees_them():
+    stats = WindowStats(input_edges=[[0.0]], n_classes=2, clock=FakeClock())
+    for i in range(FOLD_ROWS + 3):   # past one automatic fold, then 3 rows + 3 classes still pending
+        stats.record_inputs("student", np.array([[float(i % 2) - 0.5]]))
+        stats.record_outputs("student", np.array([i % 2]))
+    half = (FOLD_ROWS + 3) // 2
+    started, classes, bins = stats.drift_counts()
+    assert classes == {"student": [FOLD_ROWS + 3 - half, half]} and bins == [[FOLD_ROWS + 3 - half, half]]
+    assert stats.snapshot()["variants"]["student"]["input_bins"] == bins   # nothing counted twice
+    stats.set_input_edges([[0.0], [1.0]])   # new edges: the bins start over, the classes stay
+    assert stats.drift_counts()[1:] == ({"student": [FOLD_ROWS + 3 - half, half]}, [])
 
 
 def test_snapshot_is_json_and_a_copy():

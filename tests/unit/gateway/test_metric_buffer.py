@@ -59,3 +59,18 @@ def test_gateway_metrics_request_path_writes_nothing_until_flush():
     assert metrics.rows.calls == [(20, {"variant": "student", "model": "m", "route": "primary"})]
     assert len(metrics.request_seconds.calls) == 10 and len(metrics.overhead_seconds.calls) == 10
     assert metrics.handler_seconds.calls == [(0.00025, {"variant": "student", "model": "m"})] * 10
+
+
+def test_timer_flush_pauses_between_chunks_and_writes_everything():
+    """The flusher thread lets the event loop take the GIL every FLUSH_CHUNK writes."""
+    from gateway.serve.metric_buffer import FLUSH_CHUNK
+
+    counter, hist, buffer = Recording(), Recording(), MetricBuffer()
+    buffer.inc(counter, 3, {"v": "a"})
+    for i in range(2 * FLUSH_CHUNK + 5):
+        buffer.observe(hist, float(i), {"v": "a"})
+    pauses = []
+    assert buffer.flush(pause=lambda: pauses.append(len(counter.calls) + len(hist.calls))) == 2 * FLUSH_CHUNK + 6
+    assert pauses == [FLUSH_CHUNK, 2 * FLUSH_CHUNK]  # after each full chunk, none after the last
+    assert counter.calls == [(3, {"v": "a"})]
+    assert [v for v, _ in hist.calls] == [float(i) for i in range(2 * FLUSH_CHUNK + 5)]
