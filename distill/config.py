@@ -322,6 +322,9 @@ class EmbeddingConfig(_Strict):
         "teacher's embeddings before training).")
     head_ridge: float = Field(3e-5, ge=0, description="token_vectors in_context: ridge penalty (per transfer "
                               "text) of the closed-form fit of the student's linear head.")
+    label_weight: float = Field(0.0, ge=0, description="Weight of a label term on the labelled rows: the "
+                                "cross-entropy of each row's label under cosine logits between the student's "
+                                "embedding and the teacher's mean embedding per class (0: labels unused).")
     top_k: int = Field(10, ge=1, le=100, description="Neighbours compared by the nearest-neighbour overlap "
                        "(teacher vs student top-k among the held-out texts).")
     export_teacher: bool = Field(True, description="Export the teacher to ONNX too (parity-checked), so "

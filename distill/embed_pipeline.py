@@ -123,7 +123,9 @@ def train_models(config: DistillConfig, prep: Prepared, seed: int, reporter: Rep
     if config.embedding.token_init:
         init_token_table(config, prep.teacher, student, transfer_ids, transfer_emb)
     y_transfer = np.concatenate([prep.ds.y_train, np.full(len(prep.ids["unlabeled"]), UNLABELED, np.int64)])
-    fit(student, transfer_ids, y_transfer, transfer_emb, EmbeddingDistillation(config.embedding.mse_weight),
+    task = EmbeddingDistillation(config.embedding.mse_weight, config.embedding.label_weight,
+                                 class_centroids(prep.emb["train"], prep.ds.y_train) if prep.ds.labelled else None)
+    fit(student, transfer_ids, y_transfer, transfer_emb, task,
         config.student.train, seed, _epoch_bar(reporter, f"student (seed {seed})", config.student.train.epochs))
     models = {"student": student, "random": random_model}
     if prep.ds.labelled:
@@ -135,6 +137,11 @@ def train_models(config: DistillConfig, prep: Prepared, seed: int, reporter: Rep
         models["baseline"] = classifier.body.eval()
     torch.set_num_threads(config.threads)
     return models
+
+
+def class_centroids(emb: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The teacher's mean embedding of each class's labelled rows, ``[classes, dim]``."""
+    return np.stack([emb[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
 
 
 def evaluate_models(config: DistillConfig, prep: Prepared, outputs: dict[str, dict[str, np.ndarray]]) -> dict:

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,22 +80,37 @@ class RegressionDistillation(nn.Module):
 
 
 class EmbeddingDistillation(nn.Module):
-    """Sentence-embedding distillation: ``1 - cos(student, teacher)`` plus weighted MSE.
+    """Sentence-embedding distillation: ``1 - cos(student, teacher)`` plus weighted MSE, plus an
+    optional label term.
 
     The MSE is multiplied by the embedding width: for unit vectors ``dim * MSE = 2 - 2 cos``, so
-    both terms share one scale and ``mse_weight`` means what it says. Labels are not used (every
-    row, labelled or transfer, carries the teacher's embedding).
+    both terms share one scale and ``mse_weight`` means what it says. Every row, labelled or
+    transfer, carries the teacher's embedding. With ``label_weight`` and ``centroids`` (the
+    teacher's mean embedding per class, ``[classes, dim]``), a labelled row also pays the
+    cross-entropy of its label under logits ``LABEL_SCALE * cos(student, centroid)``: it is pulled
+    toward its class's region *of the teacher's space*, so the label sharpens the embedding without
+    a head of its own that could take it elsewhere. Transfer rows (label UNLABELED) skip it.
     """
 
-    def __init__(self, mse_weight: float = 1.0):
+    LABEL_SCALE = 16.0   # cosine logits in [-16, 16]: a confident softmax over a few classes
+
+    def __init__(self, mse_weight: float = 1.0, label_weight: float = 0.0, centroids: np.ndarray | None = None):
         super().__init__()
-        self.mse_weight = mse_weight
+        self.mse_weight, self.label_weight = mse_weight, label_weight
+        self.register_buffer("centroids", None if centroids is None or not label_weight else
+                             F.normalize(torch.as_tensor(np.asarray(centroids), dtype=torch.float32), dim=1))
 
     def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor,
                 y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cosine = (1 - F.cosine_similarity(student_out, teacher_out, dim=1)).mean()
         mse = F.mse_loss(student_out, teacher_out) * student_out.shape[1]
-        return {"cosine": cosine, "mse": mse, "total": cosine + self.mse_weight * mse}
+        losses = {"cosine": cosine, "mse": mse, "total": cosine + self.mse_weight * mse}
+        if self.centroids is not None and y is not None and bool((y >= 0).any()):
+            labelled = y >= 0
+            logits = self.LABEL_SCALE * F.normalize(student_out[labelled], dim=1) @ self.centroids.T
+            losses["label"] = F.cross_entropy(logits, y[labelled])
+            losses["total"] = losses["total"] + self.label_weight * losses["label"]
+        return losses
 
 
 def make_task(task: str, temperature: float = 1.0, alpha: float = 0.0) -> nn.Module:

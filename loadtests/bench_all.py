@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "runs" / "bench", help="output folder")
     parser.add_argument("--default-modes", action="store_true", help="gateway bench on Ray Serve's defaults")
     parser.add_argument("--both-modes", action="store_true", help="gateway bench in fast and default modes")
-    parser.add_argument("--requests", type=int, default=1000, help="gateway: sequential requests per side")
+    parser.add_argument("--requests", type=int, default=3000, help="gateway: sequential requests per side")
     parser.add_argument("--rounds", type=int, default=3, help="gateway: max-rps runs per side")
     parser.add_argument("--seconds", type=float, default=3.0, help="gateway: length of one max-rps run")
     parser.add_argument("--timeout", type=float, default=600.0, help="longest run of one benchmark, seconds")

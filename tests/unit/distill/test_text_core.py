@@ -96,6 +96,21 @@ def test_embedding_loss_is_zero_at_the_teacher_and_positive_elsewhere():
     assert float(other["total"]) == pytest.approx(float(other["cosine"]) + 0.5 * float(other["mse"]), rel=1e-5)
 
 
+def test_label_term_pulls_labelled_rows_toward_their_class_centroid_and_skips_transfer_rows():
+    centroids = np.eye(2, 16, dtype=np.float32)            # the teacher's mean embedding of classes 0 and 1
+    teacher = torch.nn.functional.normalize(torch.randn(4, 16), dim=1)
+    near_0 = torch.nn.functional.normalize(torch.from_numpy(centroids[[0]]).repeat(4, 1) + 0.1 * teacher, dim=1)
+    loss = EmbeddingDistillation(label_weight=0.5, centroids=centroids)
+    right = loss(near_0, teacher, torch.tensor([0, 0, UNLABELED, UNLABELED]))
+    wrong = loss(near_0, teacher, torch.tensor([1, 1, UNLABELED, UNLABELED]))
+    assert float(right["label"]) < 0.01 < 10 < float(wrong["label"])   # cosine logits x 16
+    blended = float(wrong["cosine"]) + float(wrong["mse"]) + 0.5 * float(wrong["label"])
+    assert float(wrong["total"]) == pytest.approx(blended, rel=1e-5)
+    transfer_only = loss(near_0, teacher, torch.full((4,), UNLABELED))
+    without_weight = EmbeddingDistillation()(near_0, teacher, torch.tensor([1] * 4))
+    assert "label" not in transfer_only and "label" not in without_weight
+
+
 def test_vocabulary_keeps_the_most_frequent_tokens_and_maps_the_rest_to_one_row():
     ids = np.array([[5, 5, 5, 7, 7, 9, 0, 0], [5, 7, 11, 0, 0, 0, 0, 0]])
     vocab = select_vocabulary(ids, teacher_vocab=20, size=4, pad_id=0)
