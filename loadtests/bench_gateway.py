@@ -20,7 +20,9 @@ Targets (issue: request path): student p50 <= 1.05x bare and max rps >= 0.95x ba
 colocated teacher (``gw-colo``: ONNX Runtime in the Gateway replica; its own thread, or inline when fast)
 p50 <= 1.15x bare and max rps >= 0.9x bare; teacher in its own deployment p50 <= 1.2x the bare hop app; shadow 10 % p99 <= 1.05x
 shadow 0 %; batching costs no p50 at concurrency 1 (<= 1.05x off) and gains >= 2x at
-c = 32. Ratios are printed with "met" / "NOT met"; ``--out`` writes everything as JSON.
+c = 32. Ratios are printed with "met" / "NOT met", the latency ratios with a 95 % bootstrap
+interval over the rounds (how far the machine's noise could move them); ``--out`` writes
+everything as JSON.
 
 Example::
 
@@ -59,6 +61,15 @@ TARGETS = (
     ("teacher rps batching on / off (c=32)", "batching_rps_on_vs_off", 2.0, "ge"),
 )
 PEERS = ("asgi_student", "triton_student")
+# Latency ratios with a bootstrap interval: key -> (numerator side, denominator side, percentile)
+LATENCY_PAIRS = {
+    "student_p50_vs_bare": ("gateway_student", "bare_student", 50),
+    "teacher_p50_vs_bare_hop": ("gateway_teacher", "bare_hop_teacher", 50),
+    "teacher_colocated_p50_vs_bare": ("gateway_teacher_colocated", "bare_teacher", 50),
+    "shadow10_p99_vs_shadow0": ("shadow_10", "shadow_0", 99),
+    "batching_p50_on_vs_off": ("gateway_teacher", "gateway_teacher_nobatch", 50),
+}
+CI_RESAMPLES = 1000
 
 
 def demo_or_tiny_models(args, tmp: pathlib.Path) -> tuple[str, str, int]:
@@ -240,7 +251,26 @@ def measure(bench: Bench, args) -> dict:
             bench.set_shadow(fraction)
             lat[key].append(bench.latencies(bench.urls["gateway_student"], CHUNK))
     bench.set_shadow(0.0)
-    return {k: _summary(lat.get(k, []), runs.get(k, [])) for k in sorted(set(lat) | set(runs))}
+    result = {k: _summary(lat.get(k, []), runs.get(k, [])) for k in sorted(set(lat) | set(runs))}
+    result["ratio_ci"] = ratio_intervals(lat)
+    return result
+
+
+def ratio_intervals(lat: dict[str, list[np.ndarray]], seed: int = 0) -> dict[str, list[float]]:
+    """95 % bootstrap interval of each latency ratio in :data:`LATENCY_PAIRS`: the rounds of chunks
+    are resampled with replacement, the same rounds for both sides (chunk i of every side ran in
+    round i, so what the machine did in a round weighs on both)."""
+    rng = np.random.default_rng(seed)
+    intervals = {}
+    for key, (top, bottom, q) in LATENCY_PAIRS.items():
+        a, b = lat.get(top) or [], lat.get(bottom) or []
+        if not a or len(a) != len(b):
+            continue
+        a, b = np.stack(a), np.stack(b)   # [rounds, CHUNK]
+        picks = rng.integers(0, len(a), size=(CI_RESAMPLES, len(a)))
+        ratios = [np.percentile(a[pick], q) / np.percentile(b[pick], q) for pick in picks]
+        intervals[key] = [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+    return intervals
 
 
 def ratios(result: dict) -> dict:
@@ -275,14 +305,15 @@ def ratios(result: dict) -> dict:
     }
 
 
-def verdicts(measured: dict) -> list[dict]:
-    """One row per target: measured ratio, target, met or NOT met."""
+def verdicts(measured: dict, intervals: dict | None = None) -> list[dict]:
+    """One row per target: measured ratio, its 95 % interval where there is one, target, met or NOT met
+    (the verdict reads the measured ratio; the interval says how far noise could move it)."""
     rows = []
     for name, key, target, sense in TARGETS:
         value = measured.get(key)
         met = value is not None and (value <= target if sense == "le" else value >= target)
-        rows.append({"name": name, "key": key, "value": value, "target": f"{'<=' if sense == 'le' else '>='} "
-                     f"{target:g}x", "met": met})
+        rows.append({"name": name, "key": key, "value": value, "ci": (intervals or {}).get(key),
+                     "target": f"{'<=' if sense == 'le' else '>='} {target:g}x", "met": met})
     return rows
 
 
@@ -305,7 +336,7 @@ def run(args) -> dict:
         result["mode"] = local.mode
     result["models"] = {"student": student, "teacher": teacher}
     result["ratios"] = ratios(result)
-    result["targets"] = verdicts(result["ratios"])
+    result["targets"] = verdicts(result["ratios"], result.get("ratio_ci"))
     result["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     return result
 
@@ -323,7 +354,8 @@ def report(result: dict) -> None:
         print(f"gateway overhead over the bare app (student p50): {overhead:.0f} us")
     for row in result["targets"]:
         value = "n/a" if row["value"] is None else f"{row['value']:.3f}x"
-        print(f"{row['name']:<40} {value:>8}  (target {row['target']}: {'met' if row['met'] else 'NOT met'})")
+        ci = f"  95 % CI {row['ci'][0]:.3f}-{row['ci'][1]:.3f}" if row.get("ci") else ""
+        print(f"{row['name']:<40} {value:>8}  (target {row['target']}: {'met' if row['met'] else 'NOT met'}){ci}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,9 +95,14 @@ def peers_table(result: Mapping[str, Any]) -> str:
 
 
 def targets_table(targets: Sequence[Mapping[str, Any]]) -> str:
-    """Each target, the measured ratio and met / NOT met."""
-    rows = [[t["name"], _ratio(t["value"]), t["target"], "met" if t["met"] else "**NOT met**"] for t in targets]
-    return md_table(["target", "measured", "target", "verdict"], rows)
+    """Each target, the measured ratio with its 95 % bootstrap interval (latency ratios) and met / NOT met."""
+    rows = [[t["name"], _ratio(t["value"]), _interval(t.get("ci")), t["target"], "met" if t["met"] else "**NOT met**"]
+            for t in targets]
+    return md_table(["target", "measured", "95 % interval", "target", "verdict"], rows)
+
+
+def _interval(ci: Sequence[float] | None) -> str:
+    return "—" if not ci else f"{_ratio(ci[0])} – {_ratio(ci[1])}"
 
 
 def models_table(models: Mapping[str, Any]) -> str:

@@ -31,7 +31,7 @@ def _gateway_result(bg) -> dict:
               "floor_student": _side(0.01, 0.02),
               "mode": "fast", "settings": {"batch_concurrency": 32}}
     result["ratios"] = bg.ratios(result)
-    result["targets"] = bg.verdicts(result["ratios"])
+    result["targets"] = bg.verdicts(result["ratios"], {"student_p50_vs_bare": [0.85, 0.95]})
     return result
 
 
@@ -61,12 +61,32 @@ def test_markdown_quotes_measured_figures_and_the_machine():
              "gateway": {"fast": _gateway_result(bg)}, "models": models, "triton": triton, "errors": {}}
     text = bench_markdown(bench)
     assert "| student path | 0.90 | 1.00 | 0.90× |" in text
-    assert "| teacher-path p50 / bare hop app | 1.14× | <= 1.2x | met |" in text
-    assert "| teacher p50 c=1 batching on / off | 1.33× | <= 1.05x | **NOT met** |" in text
+    assert "| teacher-path p50 / bare hop app | 1.14× | — | <= 1.2x | met |" in text
+    assert "| teacher p50 c=1 batching on / off | 1.33× | — | <= 1.05x | **NOT met** |" in text
+    assert "| student-path p50 / bare | 0.90× | 0.85× – 0.95× | <= 1.05x | met |" in text
     assert "| student: plain uvicorn ASGI app, one process | 0.500 | 1.000 | 900 |" in text
     assert "student path, p50): -100 µs" in text
     assert "| teacher | 1 | 0.100 / 0.200 | 2.000 / 3.000 | 0.100 / 0.200 | 20.00× |" in text
     assert "cores" in text and "onnxruntime" in text and "Reproduce: `make bench`" in text
+
+
+def test_ratio_interval_covers_the_true_ratio_and_narrows_with_more_rounds():
+    import numpy as np
+
+    bg = _bench_gateway()
+    rng = np.random.default_rng(1)
+    drift = lambda n: 1 + 0.5 * rng.random((n, 1))  # noqa: E731 -- each round's machine speed, shared by both sides
+
+    def rounds(n):
+        speed = drift(n)
+        sample = lambda: speed * rng.lognormal(np.log(0.7), 0.3, (n, bg.CHUNK))  # noqa: E731
+        return {"bare_student": list(sample()), "gateway_student": list(1.1 * sample())}
+
+    few = bg.ratio_intervals(rounds(4))["student_p50_vs_bare"]
+    many = bg.ratio_intervals(rounds(40))["student_p50_vs_bare"]
+    assert many[0] < 1.1 < many[1] and many[0] > 1.0        # 40 rounds tell 1.1x from 1.0x
+    assert many[1] - many[0] < few[1] - few[0]
+    assert bg.ratio_intervals({"bare_student": [], "gateway_student": []}) == {}
 
 
 def test_md_table_shape():
