@@ -28,6 +28,7 @@ def test_gateway_matches_client_minus_network_when_network_is_constant():
     assert row["within_p50"] and row["within_p99"]
     assert 0.9 < row["ratio_p50"] < 1.1 and 0.9 < row["ratio_p99"] < 1.1
     assert "v1 p50 / p99, 2000 requests" in describe(result)[0] and "NOT met" not in describe(result)[0]
+    assert result["network_p99_ms"] == pytest.approx(0.6) and "network p99 0.600 ms" in describe(result)[0]
 
 
 def test_a_gateway_that_misses_time_is_not_within_tolerance():
