@@ -68,20 +68,33 @@ def stop_descendants(grace_s: float = 2.0, known: list | None = None) -> list[st
     return [f"{c.pid}" for c in alive]
 
 
+READY_SETTLE_S = 1.5  # ready answers needed in a row: HAProxy reloads once more as the replica registers
+
+
 def wait_ready(url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
-    """Poll ``/v2/health/ready`` until 200; raise when ``proc`` (the gateway) died or the time is up."""
+    """Poll ``/v2/health/ready`` until it has answered 200 for :data:`READY_SETTLE_S` in a row; raise
+    when ``proc`` (the gateway) died or the time is up.
+
+    One 200 is not enough in HAProxy mode: the first answers come through Serve's fallback proxy,
+    and ~0.1 s later HAProxy reloads with the new replica as a backend. A request in that reload
+    got Serve's 404 "Path '/admin/config' not found" (a CI run, 0.2 s after the first ready).
+    """
     import httpx
 
     deadline = time.monotonic() + timeout_s
+    ready_since = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the gateway exited with status {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
+            ok = httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+            ok = False
+        now = time.monotonic()
+        ready_since = (ready_since or now) if ok else None
+        if ready_since is not None and now - ready_since >= READY_SETTLE_S:
+            return
+        time.sleep(0.1 if ok else 0.2)
     raise TimeoutError(f"{url} was not ready within {timeout_s:.0f} s")
 
 
