@@ -105,8 +105,8 @@ class EmbeddingDistillation(nn.Module):
         cosine = (1 - F.cosine_similarity(student_out, teacher_out, dim=1)).mean()
         mse = F.mse_loss(student_out, teacher_out) * student_out.shape[1]
         losses = {"cosine": cosine, "mse": mse, "total": cosine + self.mse_weight * mse}
-        if self.centroids is not None and y is not None and bool((y >= 0).any()):
-            labelled = y >= 0
+        labelled = None if self.centroids is None or y is None else y >= 0
+        if labelled is not None and bool(labelled.any()):
             logits = self.LABEL_SCALE * F.normalize(student_out[labelled], dim=1) @ self.centroids.T
             losses["label"] = F.cross_entropy(logits, y[labelled])
             losses["total"] = losses["total"] + self.label_weight * losses["label"]

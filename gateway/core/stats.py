@@ -112,7 +112,7 @@ class WindowStats:
             self._started_at = self._clock()
             self._variants: dict[str, dict[str, Any]] = {}
             self._bins: dict[str, np.ndarray] = {}   # variant -> input rows [feature, bin] (padded)
-            self._pending: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []  # (variant, inputs, classes)
+            self._pending: list[tuple[str, str, np.ndarray]] = []   # ("inputs" | "classes", variant, rows)
             self._pending_rows = 0
             self._comparisons: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -208,7 +208,7 @@ class WindowStats:
             return
         if classes.min() < 0:
             raise GatewayError(f"record_outputs: negative class index {int(classes.min())}")
-        self._queue(variant, None, classes)
+        self._queue("classes", variant, classes)
 
     def record_inputs(self, variant: str, x: np.ndarray) -> None:
         """Bin each flattened feature of ``x`` ``[rows, *features]`` with the reference edges.
@@ -222,34 +222,34 @@ class WindowStats:
         flat = np.asarray(x).reshape(len(x), -1)
         if flat.shape[1] != len(self._edges):
             raise GatewayError(f"record_inputs: {flat.shape[1]} features, reference edges have {len(self._edges)}")
-        self._queue(variant, flat, None)
+        self._queue("inputs", variant, flat)
 
-    def _queue(self, variant: str, inputs: np.ndarray | None, classes: np.ndarray | None) -> None:
+    def _queue(self, kind: str, variant: str, rows: np.ndarray) -> None:
         with self._lock:
-            self._pending.append((variant, inputs, classes))
-            self._pending_rows += len(inputs if inputs is not None else classes)
+            self._pending.append((kind, variant, rows))
+            self._pending_rows += len(rows)
             if self._pending_rows >= FOLD_ROWS:
                 self._fold()
 
     def _fold(self) -> None:
         """Add the pending inputs and classes to the counts (caller holds the lock)."""
         pending, self._pending, self._pending_rows = self._pending, [], 0
-        inputs: dict[str, list[np.ndarray]] = {}
-        classes: dict[str, list[np.ndarray]] = {}
-        for variant, x, c in pending:
-            (inputs if x is not None else classes).setdefault(variant, []).append(x if x is not None else c)
-        for variant, rows in inputs.items():
-            if self._edges is not None:
-                counts = self._bin_counts(np.concatenate(rows).astype(np.float64, copy=False))
+        grouped: dict[tuple[str, str], list[np.ndarray]] = {}
+        for kind, variant, rows in pending:
+            grouped.setdefault((kind, variant), []).append(rows)
+        for (kind, variant), parts in grouped.items():
+            rows = np.concatenate(parts)
+            if kind == "inputs":   # pending only while edges exist: new edges fold first
+                counts = self._bin_counts(rows.astype(np.float64, copy=False))
                 self._variant(variant)
                 total = self._bins.get(variant)
                 self._bins[variant] = counts if total is None else total + counts
-        for variant, parts in classes.items():
-            counts = np.bincount(np.concatenate(parts)).tolist()
-            total = self._variant(variant)["class_counts"]
-            total.extend([0] * (len(counts) - len(total)))
-            for c, n in enumerate(counts):
-                total[c] += n
+            else:
+                counts = np.bincount(rows).tolist()
+                total = self._variant(variant)["class_counts"]
+                total.extend([0] * (len(counts) - len(total)))
+                for c, n in enumerate(counts):
+                    total[c] += n
 
     def _bin_counts(self, flat: np.ndarray) -> np.ndarray:
         """Rows per ``[feature, bin]`` (padded) of ``flat`` ``[rows, features]``: a row's bin is the

@@ -99,6 +99,7 @@ class Gateway:
         self.runtime = GatewayRuntime(remote_callers=callers, observers=self._observers)
         self._base_config = base_config
         self.replica = serve.get_replica_context().replica_id.unique_id
+        self._replica_raw = self.replica.encode("latin-1")   # its header value, encoded once
         self._sync = RolloutSync(
             controller_caller(control), replica_id=self.replica, runtime=self.runtime,
             snapshot=self._snapshot, rollout=base_config.get("rollout") is not None,
@@ -170,7 +171,7 @@ class Gateway:
         and the handler's time since ``start`` (``Server-Timing``: a client sees what the network added)."""
         timing = f"gateway;dur={1000.0 * (time.perf_counter() - start):.3f}"
         # Appended raw: three MutableHeaders writes (each a scan of the list) cost 1.7 us, this 0.1 us.
-        response.raw_headers += [(_REPLICA_KEY, self.replica.encode("latin-1")),
+        response.raw_headers += [(_REPLICA_KEY, self._replica_raw),
                                  (_CHANGE_KEY, str(self._sync.seq).encode("latin-1")),
                                  (_TIMING_KEY, timing.encode("latin-1"))]
         return response

@@ -11,8 +11,8 @@ on the flusher thread, not inside a request, and in chunks with a pause between 
 thread that replays thousands of observations in one go holds the GIL until the interpreter
 forces a switch (every 5 ms), so each request arriving meanwhile waited up to 5 ms before
 its handler started. Measured on the bench app (one client, 4,000 requests): the time a
-client waits outside the handler went from 2.4 ms at p99 with one-go flushes to 1.9 ms
-without a flusher at all.
+client waits outside the handler, p50, went from 0.715 ms with one-go flushes to 0.663 ms
+with pauses, as without a flusher at all (0.664-0.684 ms).
 
 No Ray import here: the sinks are any objects with ``inc(value, tags)`` /
 ``observe(value, tags)``.
@@ -92,16 +92,13 @@ class MetricBuffer:
             counts, self._counts = self._counts, {}
             observed, self._observed = self._observed, {}
             sinks = dict(self._sinks)
-        writes = [(sinks[sink_id].inc, value, tags) for (sink_id, tags), value in counts.items()]
-        writes += [(sinks[sink_id].observe, value, tags) for (sink_id, tags), values in observed.items()
-                   for value in values]
-        tag_dicts: dict[TagKey, dict[str, str]] = {}
-        for i, (write, value, tags) in enumerate(writes):
+        writes = [(sinks[sink_id].inc, value, dict(tags)) for (sink_id, tags), value in counts.items()]
+        for (sink_id, tags), values in observed.items():
+            sink, tag_dict = sinks[sink_id], dict(tags)
+            writes += [(sink.observe, value, tag_dict) for value in values]
+        for i, (write, value, tag_dict) in enumerate(writes):
             if pause is not None and i and i % FLUSH_CHUNK == 0:
                 pause()
-            tag_dict = tag_dicts.get(tags)
-            if tag_dict is None:
-                tag_dict = tag_dicts[tags] = dict(tags)
             write(value, tag_dict)
         return len(writes)
 
