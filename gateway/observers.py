@@ -99,21 +99,24 @@ class Observers:
             log.exception("audit log write failed")
 
     def request(self, variant: str, route: str, seconds: float, *, ok: bool, rows: int,
-                x: np.ndarray | None = None, y: np.ndarray | None = None, windowed: bool = True) -> None:
-        """One model call (primary or shadow); ``windowed=False``: a replaced model version's call,
-        kept out of the window stats the rollout's gates read (metrics and cost still count it)."""
+                x: np.ndarray | None = None, y: np.ndarray | None = None, windowed: bool = True,
+                requests: int = 1) -> None:
+        """One model call (primary or shadow) for ``requests`` requests (a shadow batch carries
+        several); ``windowed=False``: a replaced model version's call, kept out of the window stats
+        the rollout's gates read (metrics and cost still count it)."""
         if self.metrics:
-            self.metrics.observe_request(variant, route, seconds, status="ok" if ok else "error", rows=rows)
+            self.metrics.observe_request(variant, route, seconds, status="ok" if ok else "error", rows=rows,
+                                         requests=requests)
         if windowed and self.stats is not None:
-            self.stats.record_request(variant, route, seconds, ok, rows)
+            self.stats.record_request(variant, route, seconds, ok, rows, requests=requests)
             if ok:
                 self.stats.record_busy(variant, seconds)
         counts = self._cost_counts.setdefault(variant, [0, 0, 0.0])
-        counts[0] += 1
+        counts[0] += requests
         if ok:
             counts[2] += seconds
         else:
-            counts[1] += 1
+            counts[1] += requests
         if ok and windowed and y is not None and self.stats is not None:
             self._record_io(variant, route, x, y)
         self._maybe_publish_cost()

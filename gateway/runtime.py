@@ -34,7 +34,7 @@ from gateway.core.routing import choose_variant, should_sample
 from gateway.core.stats import PRIMARY, SHADOW
 from gateway.model_store import local_manifest, model_file
 from gateway.request_context import add_model_time, after_response
-from gateway.shadow import ShadowQueue
+from gateway.shadow import ShadowBatcher, ShadowQueue
 from gateway.text import TextBatch, TextModels, load_text_models
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,16 @@ SHADOW_WORKERS = 2
 # A colocated teacher expected to answer faster than this runs inline: a thread hand-off costs
 # about as much here (a 40 us teacher was 1.20-1.27x the bare app's p50 through its thread).
 INLINE_MAX_S = 200e-6
+
+
+@dataclass(frozen=True)
+class _ShadowItem:
+    """One request's share of a shadow batch: its rows, the primary's answer, the config it ran under."""
+
+    state: "_State"
+    x: np.ndarray | TextBatch
+    y: np.ndarray
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class GatewayRuntime:
         self._obs = observers
         self._state: _State | None = None
         self._shadow = ShadowQueue(queue_size=64, workers=SHADOW_WORKERS, on_drop=self._shadow_dropped)
+        self._shadow_batches = ShadowBatcher(flush=self._submit_shadow, window_s=0.0, max_rows=1)
         # A colocated teacher's one thread: its ONNX Runtime threads are its CPU budget in the replica.
         self._teacher_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdgate-teacher")
         self._teacher_row_s: float | None = None   # its seconds per row (moving average of its calls)
@@ -109,6 +120,8 @@ class GatewayRuntime:
         if old is None or old.teacher != new.teacher:
             self._teacher_row_s = None   # another teacher: its speed is measured again
         self._shadow.queue_size = new.shadow.queue_size
+        self._shadow_batches.window_s = new.shadow.batch_window_s
+        self._shadow_batches.max_rows = new.shadow.max_batch_rows
         self._obs.config_applied(new)
         if old is None or changes:
             self._obs.audit_applied(actor, old, new)
@@ -192,7 +205,9 @@ class GatewayRuntime:
         return Answer(y=y, variant=name, version=state.versions[name])
 
     async def _call(self, state: _State, name: str, x: np.ndarray, *, route: str,
-                    timeout_s: float | None = None) -> np.ndarray:
+                    timeout_s: float | None = None, requests: int = 1) -> np.ndarray:
+        """``name``'s answer to ``x``, timed and recorded (``requests``: how many requests ``x``
+        carries, more than one for a shadow batch)."""
         start = time.perf_counter()
         if isinstance(x, TextBatch):  # each variant's own tokenizer (ids cached on the batch per file)
             x = state.text.ids(name, x)
@@ -207,19 +222,19 @@ class GatewayRuntime:
                 limit = timeout_s or state.config.variant(name).timeout_s
                 y = await asyncio.wait_for(self._remote[name](x), timeout=limit)
         except asyncio.TimeoutError as err:
-            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
+            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x), requests=requests)
             raise BackendTimeout(f"variant {name!r} did not answer within its timeout") from err
         except BackendError:
-            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
+            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x), requests=requests)
             raise
         except Exception as err:  # handle/actor errors arrive as Ray's own exception types
-            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x))
+            self._obs.request(name, route, time.perf_counter() - start, ok=False, rows=len(x), requests=requests)
             raise BackendError(f"variant {name!r} failed: {err}") from err
         seconds = time.perf_counter() - start
         # A redeploy swapped in another model under this name while the call ran: its answer goes
         # back to the caller but not into the window the new version's gates read.
         record = functools.partial(self._obs.request, name, route, seconds, ok=True, rows=len(x), x=x, y=y,
-                                   windowed=not self._superseded(state, name))
+                                   windowed=not self._superseded(state, name), requests=requests)
         if route == PRIMARY:
             add_model_time(name, seconds)
             after_response(record)  # window stats, input bins, metrics: once the caller has its answer
@@ -260,12 +275,19 @@ class GatewayRuntime:
         if others[0] is None or not should_sample(fraction, draw):
             return
 
-        async def job() -> None:
-            await self._run_shadow(state, primary, others, x, y, request_id)
+        # Batched and queued only once the primary answer is on its way (the ingress runs deferred
+        # work after the response is sent), so shadow work never delays it.
+        after_response(functools.partial(self._shadow_batches.add, (id(state), primary, others),
+                                         _ShadowItem(state, x, y, request_id), rows=len(x)))
 
-        # Queued only once the primary answer is on its way (the ingress runs deferred work
-        # after the response is sent), so shadow work never delays it.
-        after_response(lambda: self._shadow.submit(job, label=others[-1]))
+    def _submit_shadow(self, key: tuple[int, str, tuple[str, ...]], items: list[_ShadowItem]) -> None:
+        """A shadow batch is complete: queue its job (dropped, and counted per request, when the queue is full)."""
+        _, primary, others = key
+
+        async def job() -> None:
+            await self._run_shadow(items[0].state, primary, others, items)
+
+        self._shadow.submit(job, label=others[-1], requests=len(items))
 
     @staticmethod
     def _shadow_student(state: _State) -> str | None:
@@ -278,36 +300,46 @@ class GatewayRuntime:
             return choose_variant(weights, sticky_key=None, draw=random.random())
         return next(iter(weights), None)
 
-    async def _run_shadow(self, state: _State, primary: str, others: tuple[str, ...], x, y,
-                          request_id: str) -> None:
+    async def _run_shadow(self, state: _State, primary: str, others: tuple[str, ...],
+                          items: list[_ShadowItem]) -> None:
         cfg = state.config
-        teacher, answers = cfg.teacher.name, {primary: y}
+        teacher, n = cfg.teacher.name, len(items)
         if self._superseded(state, primary, *others):
             # Queued under a config whose models a redeploy has replaced since: under load the
             # queue held thousands of the old version's rows, counted as the new one's outputs.
-            self._obs.shadow_drop(others[-1], "superseded")
+            self._drop(others[-1], "superseded", n)
             return
+        x, y = _join([i.x for i in items]), _join([i.y for i in items])
+        answers = {primary: y}
         for other in others:
             try:
-                answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=cfg.shadow.timeout_s)
+                answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=cfg.shadow.timeout_s,
+                                                  requests=n)
             except BackendTimeout:
-                self._obs.shadow_drop(other, "timeout")
+                self._drop(other, "timeout", n)
             except BackendError:
-                self._obs.shadow_drop(other, "error")
+                self._drop(other, "error", n)
             if teacher not in answers and other == teacher:
                 return  # nothing to compare with: the candidate is not asked either
         rows = state.text.capture_rows(teacher, x) if isinstance(x, TextBatch) else x
         # A config swapped in while this ran may name another model version under the same variant
         # name (a redeploy): its gates must not count the old model's answers.
-        swapped = {n for n in answers if self._superseded(state, n)}
+        swapped = {v for v in answers if self._superseded(state, v)}
+        ends = np.cumsum([len(i.x) for i in items]).tolist()
         for student, s_out in answers.items():
             if student != teacher and student not in swapped and teacher not in swapped:
-                comps = _compare(cfg, answers[teacher], s_out)
-                self._obs.comparison(teacher, student, comps, rows, answers[teacher], s_out, request_id)
+                comps, t_out = _compare(cfg, answers[teacher], s_out), answers[teacher]
+                for item, a, b in zip(items, [0, *ends], ends):   # per request: capture keeps its id
+                    self._obs.comparison(teacher, student, comps[a:b], rows[a:b], t_out[a:b], s_out[a:b],
+                                         item.request_id)
         candidate = others[-1]
         if primary != teacher and candidate != teacher and candidate in answers and not swapped:
             # The stable student and the candidate answered the same rows: compare them too.
             self._obs.stable_comparison(primary, candidate, _compare(cfg, y, answers[candidate]))
+
+    def _drop(self, variant: str, reason: str, requests: int) -> None:
+        for _ in range(requests):
+            self._obs.shadow_drop(variant, reason)
 
     def _shadow_dropped(self, variant: str) -> None:
         self._obs.shadow_drop(variant, "queue_full")
@@ -321,6 +353,15 @@ class GatewayRuntime:
         """True when a config is in force and every colocated backend is ready."""
         state = self._state
         return state is not None and all(b.ready() for b in state.local.values())
+
+
+def _join(parts: list) -> np.ndarray | TextBatch:
+    """One batch of the requests' rows (arrays) or texts, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], TextBatch):
+        return TextBatch(tuple(text for part in parts for text in part.texts))
+    return np.concatenate(parts)
 
 
 def _compare(cfg: GatewayConfig, reference: np.ndarray, other: np.ndarray) -> list:

@@ -153,16 +153,18 @@ class WindowStats:
             }
         return entry
 
-    def record_request(self, variant: str, route: str, latency_s: float, ok: bool, rows: int) -> None:
-        """One request answered (or failed) by ``variant`` on ``route`` (primary|shadow)."""
+    def record_request(self, variant: str, route: str, latency_s: float, ok: bool, rows: int,
+                       requests: int = 1) -> None:
+        """One model call by ``variant`` on ``route`` (primary|shadow) answered (or failed) ``requests``
+        requests (several: a shadow batch); its latency is one observation."""
         slot = bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)  # Prometheus "le": value <= bound
         with self._lock:
             entry = self._variant(variant)
             counts = entry["latency_counts"].setdefault(route, [0] * (len(LATENCY_BUCKETS_S) + 1))
             counts[slot] += 1
             _add(entry["latency_sum_s"], route, float(latency_s))
-            _add(entry["requests"], route, 1)
-            _add(entry["errors"], route, 0 if ok else 1)
+            _add(entry["requests"], route, requests)
+            _add(entry["errors"], route, 0 if ok else requests)
             _add(entry["inferences"], route, int(rows) if ok else 0)
 
     def record_handled(self, variant: str, seconds: float) -> None:

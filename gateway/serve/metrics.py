@@ -191,10 +191,11 @@ class GatewayMetrics:
     def _tags(self, variant: str, **extra: str) -> dict[str, str]:
         return {"variant": variant, "model": self.model, **extra}
 
-    def observe_request(self, variant: str, route: str, seconds: float, *, status: str, rows: int) -> None:
-        """One model answer (or failure) on ``route``."""
+    def observe_request(self, variant: str, route: str, seconds: float, *, status: str, rows: int,
+                        requests: int = 1) -> None:
+        """One model answer (or failure) on ``route``, for ``requests`` requests (a shadow batch: several)."""
         buf = self._buffer
-        buf.inc(self.requests, 1, self._tags(variant, route=route, status=status))
+        buf.inc(self.requests, requests, self._tags(variant, route=route, status=status))
         if status == "ok":
             tags = self._tags(variant, route=route)
             buf.observe(self.request_seconds, seconds, tags)

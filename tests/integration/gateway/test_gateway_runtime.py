@@ -65,7 +65,8 @@ def test_a_full_shadow_queue_drops_work_without_slowing_the_caller(onnx_models, 
     runtime, _ = _runtime(
         onnx_models, tmp_path, slow_teacher,
         routing={"weights": {"teacher": 0, "student": 100}},
-        shadow={"fraction": 0.0, "canary_compare_fraction": 1.0, "queue_size": 2},
+        # batch_window_s 0: each request is its own shadow job (batches would fit the queue)
+        shadow={"fraction": 0.0, "canary_compare_fraction": 1.0, "queue_size": 2, "batch_window_s": 0},
     )
     x = onnx_models["x"][:1]
 
@@ -84,6 +85,39 @@ def test_a_full_shadow_queue_drops_work_without_slowing_the_caller(onnx_models, 
     drops = runtime._obs.stats.snapshot()["variants"]["teacher"]["shadow_drops"]
     # 2 shadow workers take one job each, 2 more wait in the queue: the other 6 are dropped.
     assert drops == 6
+
+
+def test_shadow_requests_within_the_window_reach_the_teacher_as_one_batch(onnx_models, tmp_path):
+    calls = []
+    teacher = _onnx_caller(onnx_models["teacher"])
+
+    async def counting_teacher(x):
+        calls.append(len(x))
+        return await teacher(x)
+
+    runtime, _ = _runtime(
+        onnx_models, tmp_path, counting_teacher, routing={"weights": {"teacher": 0, "student": 100}},
+        shadow={"fraction": 0.0, "canary_compare_fraction": 1.0, "batch_window_s": 0.05, "max_batch_rows": 8},
+    )
+    xs = [onnx_models["x"][i:i + 1] for i in range(10)] + [onnx_models["x"][10:13]]
+
+    async def traffic():
+        answers = [await runtime.answer(x, {}) for x in xs]   # well inside one window
+        await asyncio.sleep(0.2)
+        return answers
+
+    answers = asyncio.run(traffic())
+    # 8 rows went at once (max_batch_rows), the other 2 one-row requests and the 3-row one at the window's end
+    assert calls == [8, 5]
+    snapshot = runtime._obs.stats.snapshot()
+    assert snapshot["variants"]["teacher"]["requests"]["shadow"] == 11   # requests, not model calls
+    assert snapshot["variants"]["teacher"]["inferences"]["shadow"] == 13
+    assert snapshot["comparisons"]["teacher"]["student"]["compared"] == 13
+    # each request's rows were compared with the teacher's answer to those very rows
+    expected = np.argmax(onnx_reference(onnx_models["teacher"], onnx_models["x"][:13]), axis=1)
+    students = np.concatenate([np.argmax(a.y, axis=1) for a in answers])
+    agreed = int((expected == students).sum())
+    assert snapshot["comparisons"]["teacher"]["student"]["agreements"] == agreed
 
 
 def test_a_redeployed_version_s_window_holds_none_of_the_old_version_s_answers(onnx_models, tmp_path):
