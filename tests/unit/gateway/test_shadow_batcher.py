@@ -35,3 +35,17 @@ def test_a_zero_window_or_no_event_loop_flushes_each_item_alone():
     outside, outside_flushed = _batcher(0.05, max_rows=32)
     outside.add("a", 2, rows=1)              # no running loop: nothing could flush it later
     assert flushed == [("a", [1])] and outside_flushed == [("a", [2])]
+
+
+def test_a_batch_joins_its_requests_rows_or_texts_in_order():
+    import numpy as np
+
+    from gateway.runtime import _join
+    from gateway.text import TextBatch
+
+    joined = _join([TextBatch(("a", "b")), TextBatch(("c",))])
+    assert isinstance(joined, TextBatch) and joined.texts == ("a", "b", "c")
+    rows = _join([np.zeros((2, 3), np.float32), np.ones((1, 3), np.float32)])
+    assert rows.shape == (3, 3) and rows[2].tolist() == [1, 1, 1]
+    single = np.zeros((1, 3))
+    assert _join([single]) is single
