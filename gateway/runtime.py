@@ -275,10 +275,15 @@ class GatewayRuntime:
         if others[0] is None or not should_sample(fraction, draw):
             return
 
-        # Batched and queued only once the primary answer is on its way (the ingress runs deferred
-        # work after the response is sent), so shadow work never delays it.
-        after_response(functools.partial(self._shadow_batches.add, (id(state), primary, others),
-                                         _ShadowItem(state, x, y, request_id), rows=len(x)))
+        # Queued only once the primary answer is on its way (the ingress runs deferred work after the
+        # response is sent), so shadow work never delays it. Shadow requests to the teacher alone go in
+        # batches (its hop is what they cost); a student in shadow is called once per request, since its
+        # latency per request is what the rollout's latency gate judges before it serves.
+        key, item = (id(state), primary, others), _ShadowItem(state, x, y, request_id)
+        if others == (teacher,):
+            after_response(functools.partial(self._shadow_batches.add, key, item, rows=len(x)))
+        else:
+            after_response(functools.partial(self._submit_shadow, key, [item]))
 
     def _submit_shadow(self, key: tuple[int, str, tuple[str, ...]], items: list[_ShadowItem]) -> None:
         """A shadow batch is complete: queue its job (dropped, and counted per request, when the queue is full)."""

@@ -2,8 +2,9 @@
 
 Work beyond ``queue_size`` is dropped (and reported through ``on_drop``) so a slow
 shadow variant under overload costs nothing on the primary path. :class:`ShadowBatcher`
-gathers the shadow requests that go to the same variants for a short window and hands them
-on as one group: one model call (one hop to a remote teacher) per group instead of per request.
+gathers shadow requests that share a key (the runtime batches those to the teacher alone) for a
+short window and hands them on as one group: one model call (one hop to a remote teacher) per
+group instead of per request.
 
 Example::
 

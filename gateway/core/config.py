@@ -151,9 +151,10 @@ class ShadowConfig(_Strict):
     queue_size: int = Field(64, gt=0, description="Bounded shadow queue; work beyond it is dropped and counted.")
     timeout_s: float = Field(2.0, gt=0, description="A shadow answer later than this is dropped.")
     batch_window_s: float = Field(
-        0.25, ge=0, le=5, description="Shadow requests to the same variants within this many seconds go to "
-        "them as one batch: one model call (one hop to a remote teacher) instead of one per request. "
-        "Comparisons lag by at most this; 0 sends each request alone."
+        0.25, ge=0, le=5, description="Shadow requests to the teacher alone within this many seconds go to "
+        "it as one batch: one model call (one hop to a remote teacher) instead of one per request. "
+        "Comparisons lag by at most this; 0 sends each request alone. A student in shadow is always "
+        "called per request (the latency gate judges its latency per request)."
     )
     max_batch_rows: int = Field(32, gt=0, description="A shadow batch goes at once when it holds this many rows.")
     regression_tolerance: float = Field(

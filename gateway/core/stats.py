@@ -156,13 +156,14 @@ class WindowStats:
     def record_request(self, variant: str, route: str, latency_s: float, ok: bool, rows: int,
                        requests: int = 1) -> None:
         """One model call by ``variant`` on ``route`` (primary|shadow) answered (or failed) ``requests``
-        requests (several: a shadow batch); its latency is one observation."""
+        requests (several: a shadow batch); its latency counts once for each of them, as a request in a
+        dynamic batch waits for the whole batch."""
         slot = bisect.bisect_left(LATENCY_BUCKETS_S, latency_s)  # Prometheus "le": value <= bound
         with self._lock:
             entry = self._variant(variant)
             counts = entry["latency_counts"].setdefault(route, [0] * (len(LATENCY_BUCKETS_S) + 1))
-            counts[slot] += 1
-            _add(entry["latency_sum_s"], route, float(latency_s))
+            counts[slot] += requests
+            _add(entry["latency_sum_s"], route, float(latency_s) * requests)
             _add(entry["requests"], route, requests)
             _add(entry["errors"], route, 0 if ok else requests)
             _add(entry["inferences"], route, int(rows) if ok else 0)

@@ -193,12 +193,14 @@ class GatewayMetrics:
 
     def observe_request(self, variant: str, route: str, seconds: float, *, status: str, rows: int,
                         requests: int = 1) -> None:
-        """One model answer (or failure) on ``route``, for ``requests`` requests (a shadow batch: several)."""
+        """One model answer (or failure) on ``route``, for ``requests`` requests (a shadow batch: several;
+        its latency is observed once for each, as in the window stats)."""
         buf = self._buffer
         buf.inc(self.requests, requests, self._tags(variant, route=route, status=status))
         if status == "ok":
             tags = self._tags(variant, route=route)
-            buf.observe(self.request_seconds, seconds, tags)
+            for _ in range(requests):
+                buf.observe(self.request_seconds, seconds, tags)
             buf.inc(self.rows, rows, tags)
 
     def observe_handled(self, variant: str, total_s: float, overhead_s: float) -> None:

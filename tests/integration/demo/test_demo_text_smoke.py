@@ -56,8 +56,8 @@ def test_text_demo_promotes_v1_and_rolls_the_corrupted_v2_back(tmp_path, tmp_pat
     # hundred rows fell under it by chance (89.9 % on 336 rows) in one full run.
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=580)
     output = proc.stdout + proc.stderr
-    report = json.loads((models / "demo-report" / "report.json").read_text())
     assert proc.returncode == 0, output[-4000:]
+    report = json.loads((models / "demo-report" / "report.json").read_text())
     lifecycle = [(r["stable_before"], r["outcome"], r["stable_after"]) for r in report["stages"]]
     assert lifecycle == [("teacher", "Guarding", "v1"), ("v1", "RolledBack", "v1")], (lifecycle, output[-3000:])
     assert [row["failures"] for row in report["stages"]] == [0, 0] and all(r["requests"] > 0 for r in report["stages"])

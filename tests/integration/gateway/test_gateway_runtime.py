@@ -111,6 +111,8 @@ def test_shadow_requests_within_the_window_reach_the_teacher_as_one_batch(onnx_m
     assert calls == [8, 5]
     snapshot = runtime._obs.stats.snapshot()
     assert snapshot["variants"]["teacher"]["requests"]["shadow"] == 11   # requests, not model calls
+    # each request's latency counted, as a request in a dynamic batch: the batch's time
+    assert sum(snapshot["variants"]["teacher"]["latency_counts"]["shadow"]) == 11
     assert snapshot["variants"]["teacher"]["inferences"]["shadow"] == 13
     assert snapshot["comparisons"]["teacher"]["student"]["compared"] == 13
     # each request's rows were compared with the teacher's answer to those very rows
@@ -118,6 +120,32 @@ def test_shadow_requests_within_the_window_reach_the_teacher_as_one_batch(onnx_m
     students = np.concatenate([np.argmax(a.y, axis=1) for a in answers])
     agreed = int((expected == students).sum())
     assert snapshot["comparisons"]["teacher"]["student"]["agreements"] == agreed
+
+
+def test_a_student_in_shadow_is_called_once_per_request_its_latency_is_gate_evidence(onnx_models, tmp_path):
+    calls = []
+    student = _onnx_caller(onnx_models["student"])
+
+    async def counting_student(x):
+        calls.append(len(x))
+        return await student(x)
+
+    config = gateway_config(onnx_models, tmp_path)
+    config["variants"][1].update(colocated=False)
+    config["routing"]["weights"] = {"teacher": 100, "student": 0}
+    config["shadow"] = {"fraction": 1.0, "batch_window_s": 0.05}
+    runtime = GatewayRuntime(remote_callers={"teacher": _onnx_caller(onnx_models["teacher"]),
+                                             "student": counting_student}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+
+    async def traffic():
+        for i in range(5):
+            await runtime.answer(onnx_models["x"][i:i + 1], {})
+        await asyncio.sleep(0.2)
+
+    asyncio.run(traffic())
+    assert calls == [1] * 5
+    assert sum(runtime._obs.stats.snapshot()["variants"]["student"]["latency_counts"]["shadow"]) == 5
 
 
 def test_a_redeployed_version_s_window_holds_none_of_the_old_version_s_answers(onnx_models, tmp_path):

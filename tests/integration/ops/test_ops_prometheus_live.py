@@ -50,7 +50,9 @@ def _ops_gateway_config(models: dict, tmp) -> dict:
     config["variants"][1].update(colocated=False, timeout_s=1e-6, usd_per_hour=0.10)
     # QA requests forced to the student (below) keep it falling back after the rollback too.
     config["routing"]["allow_force"] = True
-    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0, "queue_size": 1, "timeout_s": 2.0}
+    # One request per shadow job (batch_window_s 0): the one-slot queue overflows.
+    config["shadow"] = {"fraction": 1.0, "canary_compare_fraction": 1.0, "queue_size": 1, "timeout_s": 2.0,
+                        "batch_window_s": 0}
     config["rollout"] = {
         "steps": [10, 50, 100], "interval_s": 4.0, "min_samples": 30, "failure_threshold": 2, "deadline_s": 120,
         "gates": {"input_drift": {"enabled": False}},
