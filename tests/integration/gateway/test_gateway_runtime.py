@@ -24,8 +24,11 @@ def _runtime(models, tmp_path, teacher_caller, **overrides):
     return runtime, config
 
 
-def _onnx_caller(path, *, delay_s=0.0):
+def _onnx_caller(path, *, delay_s=0.0, calls=None):
+    """An async caller answering with ``path``'s model; ``calls`` (a list) gets each call's row count."""
     async def call(x):
+        if calls is not None:
+            calls.append(len(x))
         await asyncio.sleep(delay_s)
         return onnx_reference(path, x)
 
@@ -89,14 +92,8 @@ def test_a_full_shadow_queue_drops_work_without_slowing_the_caller(onnx_models, 
 
 def test_shadow_requests_within_the_window_reach_the_teacher_as_one_batch(onnx_models, tmp_path):
     calls = []
-    teacher = _onnx_caller(onnx_models["teacher"])
-
-    async def counting_teacher(x):
-        calls.append(len(x))
-        return await teacher(x)
-
     runtime, _ = _runtime(
-        onnx_models, tmp_path, counting_teacher, routing={"weights": {"teacher": 0, "student": 100}},
+        onnx_models, tmp_path, _onnx_caller(onnx_models["teacher"], calls=calls), routing={"weights": {"teacher": 0, "student": 100}},
         shadow={"fraction": 0.0, "canary_compare_fraction": 1.0, "batch_window_s": 0.05, "max_batch_rows": 8},
     )
     xs = [onnx_models["x"][i:i + 1] for i in range(10)] + [onnx_models["x"][10:13]]
@@ -124,18 +121,13 @@ def test_shadow_requests_within_the_window_reach_the_teacher_as_one_batch(onnx_m
 
 def test_a_student_in_shadow_is_called_once_per_request_its_latency_is_gate_evidence(onnx_models, tmp_path):
     calls = []
-    student = _onnx_caller(onnx_models["student"])
-
-    async def counting_student(x):
-        calls.append(len(x))
-        return await student(x)
-
     config = gateway_config(onnx_models, tmp_path)
     config["variants"][1].update(colocated=False)
     config["routing"]["weights"] = {"teacher": 100, "student": 0}
     config["shadow"] = {"fraction": 1.0, "batch_window_s": 0.05}
     runtime = GatewayRuntime(remote_callers={"teacher": _onnx_caller(onnx_models["teacher"]),
-                                             "student": counting_student}, observers=Observers(metrics=None))
+                                             "student": _onnx_caller(onnx_models["student"], calls=calls)},
+                             observers=Observers(metrics=None))
     runtime.apply(config, actor="test")
 
     async def traffic():
