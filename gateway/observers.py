@@ -146,12 +146,12 @@ class Observers:
         if self.stats is not None:
             self.stats.record_fallback(variant)
 
-    def shadow_drop(self, variant: str, reason: str) -> None:
-        """Shadow work not done (queue_full, timeout, error, superseded)."""
+    def shadow_drop(self, variant: str, reason: str, requests: int = 1) -> None:
+        """Shadow work not done (queue_full, timeout, error, superseded) for ``requests`` requests."""
         if self.metrics:
-            self.metrics.shadow_drop(variant, reason)
+            self.metrics.shadow_drop(variant, reason, requests)
         if self.stats is not None:
-            self.stats.record_shadow_drop(variant)
+            self.stats.record_shadow_drop(variant, requests)
 
     def stable_comparison(self, stable: str, candidate: str, comps) -> None:
         """The candidate compared with the stable student: window stats only (the stable-agreement

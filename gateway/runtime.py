@@ -312,7 +312,7 @@ class GatewayRuntime:
         if self._superseded(state, primary, *others):
             # Queued under a config whose models a redeploy has replaced since: under load the
             # queue held thousands of the old version's rows, counted as the new one's outputs.
-            self._drop(others[-1], "superseded", n)
+            self._obs.shadow_drop(others[-1], "superseded", n)
             return
         x, y = _join([i.x for i in items]), _join([i.y for i in items])
         answers = {primary: y}
@@ -321,9 +321,9 @@ class GatewayRuntime:
                 answers[other] = await self._call(state, other, x, route=SHADOW, timeout_s=cfg.shadow.timeout_s,
                                                   requests=n)
             except BackendTimeout:
-                self._drop(other, "timeout", n)
+                self._obs.shadow_drop(other, "timeout", n)
             except BackendError:
-                self._drop(other, "error", n)
+                self._obs.shadow_drop(other, "error", n)
             if teacher not in answers and other == teacher:
                 return  # nothing to compare with: the candidate is not asked either
         rows = state.text.capture_rows(teacher, x) if isinstance(x, TextBatch) else x
@@ -342,12 +342,8 @@ class GatewayRuntime:
             # The stable student and the candidate answered the same rows: compare them too.
             self._obs.stable_comparison(primary, candidate, _compare(cfg, y, answers[candidate]))
 
-    def _drop(self, variant: str, reason: str, requests: int) -> None:
-        for _ in range(requests):
-            self._obs.shadow_drop(variant, reason)
-
-    def _shadow_dropped(self, variant: str) -> None:
-        self._obs.shadow_drop(variant, "queue_full")
+    def _shadow_dropped(self, variant: str, requests: int) -> None:
+        self._obs.shadow_drop(variant, "queue_full", requests)
 
     @property
     def state(self) -> _State:

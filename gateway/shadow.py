@@ -8,7 +8,7 @@ group instead of per request.
 
 Example::
 
-    shadow = ShadowQueue(queue_size=64, workers=2, on_drop=lambda label: ...)
+    shadow = ShadowQueue(queue_size=64, workers=2, on_drop=lambda label, requests: ...)
     shadow.submit(job, label="student")  # job is an ``async def`` callable taking no argument
     batcher = ShadowBatcher(flush=lambda key, items: ..., window_s=0.1, max_rows=32)
     batcher.add(("student", ("teacher",)), item, rows=1)  # flushed within 0.1 s, or at 32 rows
@@ -35,7 +35,7 @@ class ShadowQueue:
 
     queue_size: int
 
-    def __init__(self, *, queue_size: int, workers: int, on_drop: Callable[[str], None]):
+    def __init__(self, *, queue_size: int, workers: int, on_drop: Callable[[str, int], None]):
         self.queue_size = queue_size
         self._workers = workers
         self._on_drop = on_drop
@@ -43,15 +43,14 @@ class ShadowQueue:
         self._tasks: list[asyncio.Task] = []
 
     def submit(self, job: ShadowJob, *, label: str, requests: int = 1) -> bool:
-        """Queue ``job``; when the queue is full drop it, call ``on_drop(label)`` once for each of
-        the ``requests`` it carries, return False."""
+        """Queue ``job``; when the queue is full drop it, call ``on_drop(label, requests)`` (the
+        requests it carries), return False."""
         if self._queue is None:
             self._start()
         # The bound is checked here rather than by Queue(maxsize) so that a reconfigured
         # queue_size applies at once without rebuilding the queue under running workers.
         if self._queue.qsize() >= self.queue_size:
-            for _ in range(requests):
-                self._on_drop(label)
+            self._on_drop(label, requests)
             return False
         self._queue.put_nowait(job)
         return True

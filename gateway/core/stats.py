@@ -187,10 +187,10 @@ class WindowStats:
         with self._lock:
             self._variant(variant)["fallbacks"] += 1
 
-    def record_shadow_drop(self, variant: str) -> None:
-        """Shadow work for ``variant`` was dropped (queue full or too late)."""
+    def record_shadow_drop(self, variant: str, requests: int = 1) -> None:
+        """Shadow work for ``variant`` was dropped (queue full or too late), ``requests`` requests of it."""
         with self._lock:
-            self._variant(variant)["shadow_drops"] += 1
+            self._variant(variant)["shadow_drops"] += requests
 
     def record_comparison(self, teacher_variant: str, student_variant: str, comps: Sequence[Comparison]) -> None:
         """Compared pairs of one request; fields that do not apply (None) add nothing."""

@@ -219,9 +219,9 @@ class GatewayMetrics:
         for kl in kls:
             self._buffer.observe(self.kl, kl, tags)
 
-    def shadow_drop(self, variant: str, reason: str) -> None:
-        """Shadow work that was not done (queue full, timeout, backend error)."""
-        self._buffer.inc(self.shadow_dropped, 1, self._tags(variant, reason=reason))
+    def shadow_drop(self, variant: str, reason: str, requests: int = 1) -> None:
+        """Shadow work that was not done (queue full, timeout, backend error), per request it carried."""
+        self._buffer.inc(self.shadow_dropped, requests, self._tags(variant, reason=reason))
 
     def fallback(self, variant: str, reason: str) -> None:
         """A student failure that the teacher answered."""
