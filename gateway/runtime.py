@@ -164,8 +164,11 @@ class GatewayRuntime:
             before = old_variants.get(v.name)
             same = before and (before.model_path, before.device, before.threads) == (v.model_path, v.device, v.threads)
             # model_file: a remote model is fetched once and verified (a mismatch refuses the config)
-            local[v.name] = current[v.name] if same and v.name in current else OnnxBackend(
-                model_file(v), device=v.device, intra_op_threads=v.threads)
+            if same and v.name in current:
+                local[v.name] = current[v.name]
+            else:
+                local[v.name] = OnnxBackend(model_file(v), device=v.device, intra_op_threads=v.threads)
+                local[v.name].warm_up()
         return local
 
     # ----- request path --------------------------------------------------------------

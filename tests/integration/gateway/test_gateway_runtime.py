@@ -219,5 +219,42 @@ def test_a_colocated_teacher_faster_than_a_thread_hand_off_runs_inline(onnx_mode
     assert threads[-1].startswith("kdgate-teacher")
 
 
+def test_each_session_loaded_is_warmed_once_before_its_first_request(onnx_models, tmp_path, monkeypatch):
+    from gateway.backends import OnnxBackend
+
+    runs = []
+    infer = OnnxBackend.infer
+    monkeypatch.setattr(OnnxBackend, "infer", lambda self, x: runs.append((self.model_path, x.shape, x.dtype)) or infer(self, x))
+    config = gateway_config(onnx_models, tmp_path)
+    config["variants"][0].update(colocated=True, batching={"enabled": False})
+    runtime = GatewayRuntime(remote_callers={}, observers=Observers(metrics=None))
+    runtime.apply(config, actor="test")
+    features = onnx_models["x"].shape[1]
+    assert sorted(runs) == sorted((onnx_models[v], (1, features), np.float32) for v in ("teacher", "student"))
+    config["routing"]["weights"] = {"teacher": 50, "student": 50}
+    runtime.apply(config, actor="test")        # the same files: their warm sessions are kept
+    assert len(runs) == 2
+
+
+def test_a_warm_up_row_follows_the_input_type_and_unnamed_dims(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from gateway.backends import OnnxBackend
+
+    def identity(path, elem_type, dims):
+        graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",
+                                  [helper.make_tensor_value_info("input", elem_type, dims)],
+                                  [helper.make_tensor_value_info("logits", elem_type, dims)])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+        return OnnxBackend(str(path), device="cpu")
+
+    ids = identity(tmp_path / "ids.onnx", TensorProto.INT64, ["batch", "sequence"])   # a text model's token ids
+    assert ids.warm_up() > 0
+    flags = identity(tmp_path / "flags.onnx", TensorProto.BOOL, ["batch", 3])          # no warm-up row for it
+    assert flags.warm_up() is None
+    assert flags.infer(np.ones((2, 3), bool)).all()                                  # still serves
+
+
 async def _answers(runtime, x, n):
     return [await runtime.answer(x, {}) for _ in range(n)]
