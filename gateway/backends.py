@@ -103,7 +103,7 @@ class OnnxBackend:
         None when the input's type has no numpy dtype here or the run fails (logged: a real
         request then reports the error). A session's first run sets up its buffers and kernels:
         measured here, 0.38 ms on the first call vs 0.06 ms after on the MNIST-1D teacher, 73 vs
-        15 us on the student, 4.5 vs 3.6 ms on MiniLM. Serving warms each session it loads, so
+        15 us on the student. Serving warms each session it loads, so
         the first request after a deploy or restart does not pay that (nor feed it into the
         colocated teacher's inline-or-thread estimate)."""
         spec = self._session.get_inputs()[0]
