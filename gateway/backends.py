@@ -245,7 +245,7 @@ def build_backend(variant) -> Backend:
         backend = build_backend(config.variants[0])
     """
     if variant.backend == "onnx":
-        return OnnxBackend(_required_path(variant), device=variant.device)
+        return OnnxBackend(_required_path(variant), device=variant.device, intra_op_threads=variant.threads)
     if variant.backend == "torch":
         return TorchScriptBackend(_required_path(variant), device=variant.device)
     if variant.backend == "triton":

@@ -86,8 +86,9 @@ class VariantConfig(_Strict):
         False, description="Serve this onnx model in-process in the ingress replica (no hop): a student runs "
                            "inline (microseconds), a teacher in a thread of its own, so it never blocks the "
                            "proxy path (inline too when its calls take under 0.2 ms). For CPU deployments; a GPU teacher keeps its own deployment.")
-    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of a colocated model "
-                                                     "(its CPU budget inside the ingress replica).")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads of an onnx model: a colocated "
+                                                     "one's CPU budget inside the ingress replica, or its own "
+                                                     "deployment's (a change restarts that deployment).")
     triton: TritonTarget | None = Field(None, description="Triton target; required when backend is triton.")
     timeout_s: float = Field(1.0, gt=0, description="A slower answer counts as a failure (student: fall back).")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Dynamic batching options.")

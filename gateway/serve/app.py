@@ -57,7 +57,7 @@ def _absolute_paths(data: dict) -> dict:
 
 def _backend_fields(variant: dict) -> dict:
     """Only what the model deployment needs, so a weight change does not restart it."""
-    keep = ("name", "role", "backend", "model_path", "manifest_path", "device", "triton", "timeout_s")
+    keep = ("name", "role", "backend", "model_path", "manifest_path", "device", "triton", "timeout_s", "threads")
     return {k: variant[k] for k in keep}
 
 

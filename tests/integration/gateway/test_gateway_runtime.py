@@ -256,5 +256,21 @@ def test_a_warm_up_row_follows_the_input_type_and_unnamed_dims(tmp_path):
     assert flags.infer(np.ones((2, 3), bool)).all()                                  # still serves
 
 
+def test_a_model_deployment_session_gets_its_variants_threads(onnx_models):
+    from gateway.backends import build_backend
+    from gateway.core.config import VariantConfig
+    from gateway.serve.app import _backend_fields
+
+    variant = {"name": "teacher", "role": "teacher", "backend": "onnx", "model_path": onnx_models["teacher"],
+               "manifest_path": None, "device": "cpu", "triton": None, "timeout_s": 1.0, "threads": 2,
+               "batching": {"enabled": True}}
+    fields = _backend_fields(variant)     # what the model deployment is built from (a change restarts it)
+    assert fields["threads"] == 2 and "batching" not in fields
+    backend = build_backend(VariantConfig.model_validate(fields))
+    assert backend._session.get_session_options().intra_op_num_threads == 2
+    x = onnx_models["x"][:3]
+    np.testing.assert_allclose(backend.infer(x), onnx_reference(onnx_models["teacher"], x), rtol=1e-5, atol=1e-6)
+
+
 async def _answers(runtime, x, n):
     return [await runtime.answer(x, {}) for _ in range(n)]
