@@ -14,7 +14,9 @@ every 100 requests, throughput rounds alternate too, so machine noise hits all a
   batching on vs off (two gateway apps, identical but for batching);
 * peers (:mod:`bench_peers`): a bare two-deployment Serve app doing the teacher path's hop,
   the student in a plain uvicorn ASGI app and behind Triton, and the in-process ONNX
-  Runtime floor; the gateway's overhead in microseconds over the bare app.
+  Runtime floor; the gateway's overhead in microseconds over the bare app;
+* an A/A check: a second, identical bare deployment of the student against the first (latency
+  only), the resolution of every p50 ratio above on this machine in this run.
 
 Targets (issue: request path): student p50 <= 1.05x bare and max rps >= 0.95x bare;
 colocated teacher (``gw-colo``: ONNX Runtime in the Gateway replica; its own thread, or inline when fast)
@@ -68,6 +70,7 @@ LATENCY_PAIRS = {
     "teacher_colocated_p50_vs_bare": ("gateway_teacher_colocated", "bare_teacher", 50),
     "shadow10_p99_vs_shadow0": ("shadow_10", "shadow_0", 99),
     "batching_p50_on_vs_off": ("gateway_teacher", "gateway_teacher_nobatch", 50),
+    "bare_student_aa_p50": ("bare_student_aa", "bare_student", 50),   # A/A: how far two identical apps differ
 }
 CI_RESAMPLES = 1000
 
@@ -111,7 +114,7 @@ def _gateway_config(student: str, teacher: str, tmp: pathlib.Path, *, batching: 
 
 
 def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
-    """bare-student, bare-teacher, gw (batching on), gw-nobatch and gw-colo (colocated teacher) apps."""
+    """bare-student (and its A/A twin), bare-teacher, gw (batching on), gw-nobatch and gw-colo (colocated teacher) apps."""
     from ray import serve
     from starlette.requests import Request
 
@@ -133,6 +136,7 @@ def _deploy(student: str, teacher: str, tmp: pathlib.Path) -> None:
     (tmp / "token").write_text(TOKEN)
     deploy_hop_app(teacher)
     serve.run(BareOnnx.bind(student), name="bare-student", route_prefix="/bare-student")
+    serve.run(BareOnnx.bind(student), name="bare-student-aa", route_prefix="/bare-student-aa")
     serve.run(BareOnnx.bind(teacher), name="bare-teacher", route_prefix="/bare-teacher")
     serve.run(build_app({"config": _gateway_config(student, teacher, tmp, batching=True)}), name="gw",
               route_prefix="/gw")
@@ -155,7 +159,8 @@ class Bench:
         self.admin = httpx.Client(timeout=10, headers={"authorization": f"Bearer {TOKEN}"})
         self.split: str | None = None
         predict = "/v1/models/bench:predict"
-        self.urls = {"bare_student": f"{base}/bare-student", "bare_teacher": f"{base}/bare-teacher",
+        self.urls = {"bare_student": f"{base}/bare-student", "bare_student_aa": f"{base}/bare-student-aa",
+                     "bare_teacher": f"{base}/bare-teacher",
                      "gateway_student": f"{base}/gw{predict}", "gateway_teacher": f"{base}/gw{predict}",
                      "gateway_teacher_nobatch": f"{base}/gw-nobatch{predict}",
                      "gateway_teacher_colocated": f"{base}/gw-colo{predict}",
@@ -231,13 +236,14 @@ def measure(bench: Bench, args) -> dict:
     paths = ["bare_student", "gateway_student", "bare_teacher", "gateway_teacher", "gateway_teacher_colocated",
              "bare_hop_teacher",
              *(p for p in PEERS if p in bench.urls)]
-    for side in paths + ["gateway_teacher_nobatch"]:
+    # Latency only: batching off (what the batch wait adds to the teacher path) and the A/A twin.
+    latency_only = ["gateway_teacher_nobatch", "bare_student_aa"]
+    for side in paths + latency_only:
         bench.latencies(bench.use(side), 100, bench.bodies.get(side))  # warm up every path
-    # Batching off too: its sequential latency shows what the batch wait adds to the teacher path.
-    lat = {k: [] for k in paths + ["gateway_teacher_nobatch", "shadow_0", "shadow_10"]}
+    lat = {k: [] for k in paths + latency_only + ["shadow_0", "shadow_10"]}
     runs = {k: [] for k in paths + ["gateway_teacher_c32", "gateway_teacher_nobatch_c32"]}
     chunks = max(1, args.requests // CHUNK)
-    _alternate(bench, paths + ["gateway_teacher_nobatch"], chunks, lat)
+    _alternate(bench, paths + latency_only, chunks, lat)
     for _ in range(args.rounds):
         for side in paths:
             runs[side].append(bench.throughput(bench.use(side), args.concurrency, args.seconds,
@@ -348,6 +354,10 @@ def report(result: dict) -> None:
     overhead = result["ratios"].get("student_overhead_us")
     if overhead is not None:
         print(f"gateway overhead over the bare app (student p50): {overhead:.0f} us")
+    aa, aa_ci = result["ratios"].get("bare_student_aa_p50"), result.get("ratio_ci", {}).get("bare_student_aa_p50")
+    if aa is not None:
+        print(f"A/A, a second bare student app / the first (p50): {aa:.3f}x"
+              + (f"  95 % CI {aa_ci[0]:.3f}-{aa_ci[1]:.3f}" if aa_ci else ""))
     for row in result["targets"]:
         value = "n/a" if row["value"] is None else f"{row['value']:.3f}x"
         ci = f"  95 % CI {row['ci'][0]:.3f}-{row['ci'][1]:.3f}" if row.get("ci") else ""

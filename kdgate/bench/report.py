@@ -91,6 +91,10 @@ def peers_table(result: Mapping[str, Any]) -> str:
             for side, label in PEER_SIDES if result.get(side)]
     overhead = (result.get("ratios") or {}).get("student_overhead_us")
     caption = f"\n\ngateway overhead over the bare app (student path, p50): {_num(overhead, 0, ' µs')}"
+    aa = (result.get("ratios") or {}).get("bare_student_aa_p50")
+    if aa is not None:  # A/A: two identical bare apps, the resolution of the p50 ratios in this run
+        caption += (f"; A/A, a second identical bare student app / the first (p50): {_ratio(aa)}, 95 % interval "
+                    f"{_interval((result.get('ratio_ci') or {}).get('bare_student_aa_p50'))}")
     return md_table(["side", "p50 ms", "p99 ms", "max rps"], rows) + caption
 
 

@@ -23,6 +23,7 @@ def _side(p50, p99, rps=None):
 
 def _gateway_result(bg) -> dict:
     result = {"bare_student": _side(1.0, 2.0, 400), "gateway_student": _side(0.9, 2.2, 380),
+              "bare_student_aa": _side(1.02, 2.1),
               "bare_teacher": _side(1.2, 3.0, 300), "gateway_teacher": _side(4.0, 9.0, 150),
               "gateway_teacher_colocated": _side(1.3, 3.1, 280),
               "gateway_teacher_nobatch": _side(3.0, 8.0), "shadow_0": _side(1.0, 2.0), "shadow_10": _side(1.0, 2.05),
@@ -31,6 +32,7 @@ def _gateway_result(bg) -> dict:
               "floor_student": _side(0.01, 0.02),
               "mode": "fast", "settings": {"batch_concurrency": 32}}
     result["ratios"] = bg.ratios(result)
+    result["ratio_ci"] = {"bare_student_aa_p50": [0.99, 1.05]}
     result["targets"] = bg.verdicts(result["ratios"], {"student_p50_vs_bare": [0.85, 0.95]})
     return result
 
@@ -66,6 +68,7 @@ def test_markdown_quotes_measured_figures_and_the_machine():
     assert "| student-path p50 / bare | 0.90× | 0.85× – 0.95× | <= 1.05x | met |" in text
     assert "| student: plain uvicorn ASGI app, one process | 0.500 | 1.000 | 900 |" in text
     assert "student path, p50): -100 µs" in text
+    assert "A/A, a second identical bare student app / the first (p50): 1.02×, 95 % interval 0.99× – 1.05×" in text
     assert "| teacher | 1 | 0.100 / 0.200 | 2.000 / 3.000 | 0.100 / 0.200 | 20.00× |" in text
     assert "cores" in text and "onnxruntime" in text and "Reproduce: `make bench`" in text
 
