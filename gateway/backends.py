@@ -103,9 +103,9 @@ class OnnxBackend:
         None when the input's type has no numpy dtype here or the run fails (logged: a real
         request then reports the error). A session's first run sets up its buffers and kernels:
         measured here, 0.38 ms on the first call vs 0.06 ms after on the MNIST-1D teacher, 73 vs
-        15 us on the student. Serving warms each session it loads, so
-        the first request after a deploy or restart does not pay that (nor feed it into the
-        colocated teacher's inline-or-thread estimate)."""
+        15 us on the student. Serving warms each session it loads, so the first request after a
+        deploy or restart does not pay that (nor feed it into the colocated teacher's
+        inline-or-thread estimate)."""
         spec = self._session.get_inputs()[0]
         dtype = _ONNX_DTYPES.get(spec.type)
         if dtype is None:
