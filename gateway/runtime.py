@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.backends import OnnxBackend
+from gateway.backends import OnnxBackend, build_backend
 from gateway.core.compare import compare_outputs
 from gateway.core.config import GatewayConfig, diff_config, load_gateway_config
 from gateway.core.errors import BackendError, BackendTimeout, GatewayConfigError, InvalidInput, ManifestError, NotFound
 from gateway.core.manifest import read_manifest
 from gateway.core.routing import choose_variant, should_sample
 from gateway.core.stats import PRIMARY, SHADOW
-from gateway.model_store import local_manifest, model_file
+from gateway.model_store import local_manifest
 from gateway.request_context import add_model_time, after_response
 from gateway.shadow import ShadowBatcher, ShadowQueue
 from gateway.text import TextBatch, TextModels, load_text_models
@@ -163,12 +163,8 @@ class GatewayRuntime:
                 continue
             before = old_variants.get(v.name)
             same = before and (before.model_path, before.device, before.threads) == (v.model_path, v.device, v.threads)
-            # model_file: a remote model is fetched once and verified (a mismatch refuses the config)
-            if same and v.name in current:
-                local[v.name] = current[v.name]
-            else:
-                local[v.name] = OnnxBackend(model_file(v), device=v.device, intra_op_threads=v.threads)
-                local[v.name].warm_up()
+            # build_backend: a remote model is fetched once and verified (a mismatch refuses the config)
+            local[v.name] = current[v.name] if same and v.name in current else build_backend(v)
         return local
 
     # ----- request path --------------------------------------------------------------

@@ -27,8 +27,6 @@ class ModelDeployment:
     def __init__(self, variant: dict, model_name: str):
         self.variant = VariantConfig.model_validate(variant)
         self.backend = build_backend(self.variant)
-        if isinstance(self.backend, OnnxBackend):
-            self.backend.warm_up()
         self._pad_id = variant_pad_id(self.variant)  # token id batches of a text model are padded with it
         self.metrics = GatewayMetrics(model=model_name)
         self.batching = self.variant.batching
