@@ -69,16 +69,18 @@ class MetricBuffer:
             self._sinks[key[0]] = sink
             self._counts[key] = self._counts.get(key, 0) + value
 
-    def observe(self, sink: HistogramSink, value: float, tags: dict[str, str]) -> None:
-        """Queue one observation of ``value`` for ``sink``'s series ``tags``."""
+    def observe(self, sink: HistogramSink, value: float, tags: dict[str, str], count: int = 1) -> None:
+        """Queue ``count`` observations of ``value`` for ``sink``'s series ``tags``."""
         key = (id(sink), tuple(tags.items()))
         with self._lock:
             self._sinks[key[0]] = sink
             values = self._observed.get(key)
             if values is None:
-                self._observed[key] = [value]
-            else:
+                self._observed[key] = [value] * count
+            elif count == 1:
                 values.append(value)
+            else:
+                values.extend([value] * count)
 
     def pending(self) -> int:
         """Writes a flush would make now (counter series + histogram observations)."""

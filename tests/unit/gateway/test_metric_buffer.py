@@ -32,6 +32,14 @@ def test_counters_collapse_to_one_write_per_label_set_and_histograms_keep_every_
     assert buffer.flush() == 0  # nothing written twice
 
 
+def test_an_observation_counted_several_times_is_written_that_many_times():
+    hist, buffer = Recording(), MetricBuffer()
+    buffer.observe(hist, 0.002, {"variant": "teacher"}, count=3)   # a shadow batch of three requests
+    buffer.observe(hist, 0.001, {"variant": "teacher"})
+    assert buffer.flush() == 4
+    assert [v for v, _ in hist.calls] == [0.002, 0.002, 0.002, 0.001]
+
+
 def test_flusher_writes_on_its_timer_and_at_stop():
     counter, buffer = Recording(), MetricBuffer()
     flusher = Flusher(buffer.flush, interval_s=0.02).start()
